@@ -1,0 +1,23 @@
+"""Storage: the peewee models, their migrations and the few queries the daemon needs.
+
+This package imports nothing else of ours. The database is deferred (`database.init()` at
+start) so that tests, the CLI and the daemon open whichever file they are given.
+"""
+
+from db.connection import close_database, database, open_database
+from db.migrations import SCHEMA_VERSION, migrate, schema_version
+from db.models import Action, Event, Grant, Install, now_epoch
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Action",
+    "Event",
+    "Grant",
+    "Install",
+    "close_database",
+    "database",
+    "migrate",
+    "now_epoch",
+    "open_database",
+    "schema_version",
+]

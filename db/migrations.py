@@ -1,0 +1,87 @@
+"""Versioned schema steps kept in `PRAGMA user_version`, each in its own transaction.
+
+Each step is plain SQL frozen at the time it was written, so that upgrading an old file gives
+exactly the schema a new file gets. Add a step; never edit one that has shipped.
+"""
+
+import logging
+
+from db.connection import database
+
+log = logging.getLogger("envoy_proxy.db")
+
+STEPS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "installs, inbox, grants, outbox",
+        [
+            """CREATE TABLE install (
+                install_id VARCHAR(255) NOT NULL PRIMARY KEY,
+                plugin_id VARCHAR(255), company_id VARCHAR(255), company_name VARCHAR(255),
+                location_id VARCHAR(255), location_name VARCHAR(255), timezone VARCHAR(255),
+                config TEXT NOT NULL, proxy_secret TEXT,
+                created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+                last_event_at INTEGER, last_error TEXT)""",
+            """CREATE TABLE event (
+                id INTEGER NOT NULL PRIMARY KEY,
+                job_id VARCHAR(255) NOT NULL, event VARCHAR(255) NOT NULL,
+                install_id VARCHAR(255) NOT NULL, entity VARCHAR(255),
+                received_at INTEGER NOT NULL, status INTEGER NOT NULL, answer TEXT NOT NULL)""",
+            "CREATE UNIQUE INDEX event_job_id ON event (job_id)",
+            "CREATE INDEX event_install_id ON event (install_id)",
+            "CREATE INDEX event_received_at ON event (received_at)",
+            """CREATE TABLE "grant" (
+                id INTEGER NOT NULL PRIMARY KEY,
+                install_id VARCHAR(255) NOT NULL, kind VARCHAR(255) NOT NULL,
+                subject VARCHAR(255) NOT NULL, entry_id VARCHAR(255), invite_id VARCHAR(255),
+                email VARCHAR(255), full_name VARCHAR(255), phone VARCHAR(255), photo_url TEXT,
+                group_ids TEXT NOT NULL, proxy_person_id VARCHAR(255),
+                starts_at INTEGER NOT NULL, ends_at INTEGER,
+                state VARCHAR(255) NOT NULL, version INTEGER NOT NULL, job_id VARCHAR(255),
+                created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)""",
+            'CREATE UNIQUE INDEX grant_install_id_subject ON "grant" (install_id, subject)',
+            'CREATE INDEX grant_email ON "grant" (email)',
+            'CREATE INDEX grant_proxy_person_id ON "grant" (proxy_person_id)',
+            'CREATE INDEX grant_state ON "grant" (state)',
+            'CREATE INDEX grant_entry ON "grant" (install_id, entry_id)',
+            'CREATE INDEX grant_invite ON "grant" (install_id, invite_id)',
+            """CREATE TABLE action (
+                id INTEGER NOT NULL PRIMARY KEY,
+                grant_id INTEGER REFERENCES "grant" (id) ON DELETE CASCADE,
+                install_id VARCHAR(255) NOT NULL, kind VARCHAR(255) NOT NULL,
+                payload TEXT NOT NULL, due_at INTEGER NOT NULL,
+                next_attempt_at INTEGER NOT NULL, claimed_until INTEGER,
+                attempts INTEGER NOT NULL, last_error TEXT, done INTEGER NOT NULL,
+                outcome VARCHAR(255), done_at INTEGER, created_at INTEGER NOT NULL)""",
+            # The scheduler's two questions ("what is due?", "when is the next one?") are
+            # answered from this index alone, whatever the number of finished actions.
+            "CREATE INDEX action_pending ON action (done, next_attempt_at)",
+            "CREATE INDEX action_grant_id ON action (grant_id)",
+        ],
+    ),
+]
+
+SCHEMA_VERSION = STEPS[-1][0]
+
+
+def schema_version() -> int:
+    return database.execute_sql("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(target: int = SCHEMA_VERSION) -> int:
+    """Bring the open database up to `target`, one logged transaction per step."""
+    current = schema_version()
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"database schema version {current} is newer than this program ({SCHEMA_VERSION});"
+            " upgrade envoy-proxy or restore a backup"
+        )
+    for version, title, statements in STEPS:
+        if current < version <= target:
+            with database.atomic():
+                for sql in statements:
+                    database.execute_sql(sql)
+                database.execute_sql(f"PRAGMA user_version = {version:d}")
+            log.info("database migrated to version %d (%s)", version, title)
+            current = version
+    return current

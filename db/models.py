@@ -1,0 +1,122 @@
+"""The tables. Instants that are compared or indexed are integer UTC epoch seconds.
+
+Aware datetimes in a `DateTimeField` compare as text in SQLite, which orders wrongly across
+offsets; integers do not. Converting to a person's time zone happens at the edges.
+"""
+
+import json
+import time
+
+from peewee import (
+    BooleanField,
+    CharField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+from db.connection import database
+
+
+def now_epoch() -> int:
+    """The current instant as stored: integer UTC seconds (time-machine moves it in tests)."""
+    return int(time.time())
+
+
+class JSONField(TextField):
+    """A JSON document kept as text; `None` stays NULL."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, sort_keys=True)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Install(BaseModel):
+    """One Envoy install of the plugin: its latest config and its Proxy secret (encrypted)."""
+
+    install_id = CharField(primary_key=True)
+    plugin_id = CharField(null=True)
+    company_id = CharField(null=True)
+    company_name = CharField(null=True)
+    location_id = CharField(null=True)
+    location_name = CharField(null=True)
+    timezone = CharField(null=True)
+    config = JSONField(default=dict)
+    proxy_secret = TextField(null=True)
+    created_at = IntegerField(default=now_epoch)
+    updated_at = IntegerField(default=now_epoch)
+    last_event_at = IntegerField(null=True)
+    last_error = TextField(null=True)
+
+
+class Event(BaseModel):
+    """The inbox: every accepted Envoy delivery, unique on its job id, with our answer."""
+
+    job_id = CharField(unique=True)
+    event = CharField()
+    install_id = CharField(index=True)
+    entity = CharField(null=True)
+    received_at = IntegerField(default=now_epoch, index=True)
+    status = IntegerField()
+    answer = JSONField(default=dict)
+
+
+class Grant(BaseModel):
+    """One person's access window for one Envoy entity (an invite, an entry or a Protect day).
+
+    States: `pending` (not yet issued), `active` (issued in Proxy), `ended` (taken away) and
+    `cancelled` (ended before it was ever issued). `version` guards transitions.
+    """
+
+    install_id = CharField()
+    kind = CharField()  # visitor | employee
+    subject = CharField()  # e.g. "invites:7", "entries:42"
+    entry_id = CharField(null=True)
+    invite_id = CharField(null=True)
+    email = CharField(null=True, index=True)
+    full_name = CharField(null=True)
+    phone = CharField(null=True)
+    photo_url = TextField(null=True)
+    group_ids = JSONField(default=list)
+    proxy_person_id = CharField(null=True, index=True)
+    starts_at = IntegerField()
+    ends_at = IntegerField(null=True)
+    state = CharField(default="pending", index=True)
+    version = IntegerField(default=0)
+    job_id = CharField(null=True)
+    created_at = IntegerField(default=now_epoch)
+    updated_at = IntegerField(default=now_epoch)
+
+    class Meta:
+        indexes = ((("install_id", "subject"), True),)
+
+
+class Action(BaseModel):
+    """The outbox: one side effect to carry out at `due_at`, retried until done.
+
+    `next_attempt_at` is when it runs next (the due time, pushed back after a failure);
+    `claimed_until` is a lease so that a crashed runner's claim expires by itself.
+    """
+
+    grant = ForeignKeyField(Grant, null=True, backref="actions", on_delete="CASCADE")
+    install_id = CharField()
+    kind = CharField()
+    payload = JSONField(default=dict)
+    due_at = IntegerField()
+    next_attempt_at = IntegerField()
+    claimed_until = IntegerField(null=True)
+    attempts = IntegerField(default=0)
+    last_error = TextField(null=True)
+    done = BooleanField(default=False)
+    outcome = CharField(null=True)  # done | cancelled | dead
+    done_at = IntegerField(null=True)
+    created_at = IntegerField(default=now_epoch)
