@@ -36,8 +36,10 @@ STEPS: list[tuple[int, str, list[str]]] = [
                 subject VARCHAR(255) NOT NULL, entry_id VARCHAR(255), invite_id VARCHAR(255),
                 email VARCHAR(255), full_name VARCHAR(255), phone VARCHAR(255), photo_url TEXT,
                 group_ids TEXT NOT NULL, proxy_person_id VARCHAR(255),
+                added_group_ids TEXT NOT NULL, safety_net_at INTEGER,
                 starts_at INTEGER NOT NULL, ends_at INTEGER,
                 state VARCHAR(255) NOT NULL, version INTEGER NOT NULL, job_id VARCHAR(255),
+                last_error TEXT,
                 created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)""",
             'CREATE UNIQUE INDEX grant_install_id_subject ON "grant" (install_id, subject)',
             'CREATE INDEX grant_email ON "grant" (email)',
@@ -49,7 +51,7 @@ STEPS: list[tuple[int, str, list[str]]] = [
                 id INTEGER NOT NULL PRIMARY KEY,
                 grant_id INTEGER REFERENCES "grant" (id) ON DELETE CASCADE,
                 install_id VARCHAR(255) NOT NULL, kind VARCHAR(255) NOT NULL,
-                payload TEXT NOT NULL, due_at INTEGER NOT NULL,
+                lock_key VARCHAR(255), payload TEXT NOT NULL, due_at INTEGER NOT NULL,
                 next_attempt_at INTEGER NOT NULL, claimed_until INTEGER,
                 attempts INTEGER NOT NULL, last_error TEXT, done INTEGER NOT NULL,
                 outcome VARCHAR(255), done_at INTEGER, created_at INTEGER NOT NULL)""",
@@ -57,6 +59,7 @@ STEPS: list[tuple[int, str, list[str]]] = [
             # answered from this index alone, whatever the number of finished actions.
             "CREATE INDEX action_pending ON action (done, next_attempt_at)",
             "CREATE INDEX action_grant_id ON action (grant_id)",
+            "CREATE INDEX action_claimed_until ON action (claimed_until)",
         ],
     ),
 ]

@@ -88,11 +88,16 @@ class Grant(BaseModel):
     photo_url = TextField(null=True)
     group_ids = JSONField(default=list)
     proxy_person_id = CharField(null=True, index=True)
+    # Groups whose tags the person lacked when we issued: the ones we take away at the end.
+    added_group_ids = JSONField(default=list)
+    # A `suspended` we scheduled in Proxy at the end, as a net if the daemon is down then.
+    safety_net_at = IntegerField(null=True)
     starts_at = IntegerField()
     ends_at = IntegerField(null=True)
     state = CharField(default="pending", index=True)
     version = IntegerField(default=0)
-    job_id = CharField(null=True)
+    job_id = CharField(null=True)  # the Envoy job to update when the outcome is known
+    last_error = TextField(null=True)
     created_at = IntegerField(default=now_epoch)
     updated_at = IntegerField(default=now_epoch)
 
@@ -110,10 +115,13 @@ class Action(BaseModel):
     grant = ForeignKeyField(Grant, null=True, backref="actions", on_delete="CASCADE")
     install_id = CharField()
     kind = CharField()
+    # Actions with the same key (one Proxy person) never run at the same time: two grants
+    # for one email must not both import the person.
+    lock_key = CharField(null=True)
     payload = JSONField(default=dict)
     due_at = IntegerField()
     next_attempt_at = IntegerField()
-    claimed_until = IntegerField(null=True)
+    claimed_until = IntegerField(null=True, index=True)
     attempts = IntegerField(default=0)
     last_error = TextField(null=True)
     done = BooleanField(default=False)

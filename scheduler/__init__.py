@@ -1,0 +1,92 @@
+"""APScheduler as a precise alarm clock over the database; it never holds work of its own.
+
+One `date` job is armed to the earliest due action and re-armed after every commit that makes
+something due sooner; an interval sweep is the safety net. Both call the same `run_due`, which
+claims due rows in the database and returns the next due instant. APScheduler's job store is
+memory only: losing it loses nothing, since the database is rebuilt into one timer at start.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+log = logging.getLogger("envoy_proxy.scheduler")
+
+_DUE_JOB = "due"
+_SWEEP_JOB = "sweep"
+
+
+class Alarm:
+    """Calls `run_due()` when the next action is due; `run_due` returns the next due epoch."""
+
+    def __init__(self, run_due: Callable[[], int | None], sweep_seconds: int = 30):
+        self._run_due = run_due
+        self._sweep_seconds = sweep_seconds
+        self._lock = threading.Lock()
+        self._armed_at: int | None = None
+        self.last_run_at: float | None = None
+        self._scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(max_workers=2)},
+            # None: a job that fires late still runs (the default 1 s silently drops it).
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
+        )
+
+    @property
+    def next_due(self) -> int | None:
+        return self._armed_at
+
+    def start(self, next_due: int | None) -> None:
+        self._scheduler.add_job(self._fire, "interval", seconds=self._sweep_seconds, id=_SWEEP_JOB)
+        self._scheduler.start()
+        self.rearm(next_due)
+
+    def rearm(self, at: int | None) -> None:
+        """Make sure the timer goes off no later than `at` (epoch seconds)."""
+        if at is None:
+            return
+        with self._lock:
+            if self._armed_at is not None and self._armed_at <= at:
+                return
+            self._armed_at = at
+        when = datetime.fromtimestamp(at, UTC)
+        # Several instances may overlap: run_due claims rows, so concurrent runs are harmless,
+        # and a re-arm while a run is under way must not be skipped as "already running".
+        self._scheduler.add_job(
+            self._fire, "date", run_date=when, id=_DUE_JOB, replace_existing=True, max_instances=4
+        )
+
+    def wakeup(self) -> None:
+        """Run now (tests that moved the wall clock with time-machine call this)."""
+        self._scheduler.wakeup()
+        self.rearm(int(time.time()))
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._armed_at = None
+        try:
+            next_due = self._run_due()
+        except Exception:
+            # Never let the alarm thread die: the sweep will try again.
+            log.exception("running due work failed; the sweep will retry")
+            next_due = None
+        self.last_run_at = time.monotonic()
+        self.rearm(next_due)
+
+    def healthy(self) -> bool:
+        """True while the scheduler thread lives and due work ran within a few sweeps."""
+        thread = getattr(self._scheduler, "_thread", None)
+        if thread is None or not thread.is_alive():
+            return False
+        if self.last_run_at is None:
+            return True
+        return time.monotonic() - self.last_run_at < 3 * self._sweep_seconds
+
+    def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)

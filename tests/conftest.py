@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.database",
     "tests.fixtures.proxy_sandbox",
     "tests.fixtures.envoy_sim",
+    "tests.fixtures.daemon",
 ]

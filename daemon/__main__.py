@@ -1,0 +1,113 @@
+"""The composition root: `envoy-proxy <command>`; `serve` wires and runs the daemon.
+
+Order at start: config → logging → key → database (open, migrate) → catch up overdue work →
+scheduler → serve. Order at stop (SIGTERM/SIGINT): stop serving (Waitress drains in-flight
+requests) → stop the scheduler → close the database → exit 0.
+"""
+
+import argparse
+import logging
+import signal
+import sys
+
+import waitress
+
+import db
+from daemon import __version__, config
+from daemon.context import Context
+from daemon.logs import setup_logging
+from daemon.outbox import next_due, release_claims
+from daemon.secretbox import SecretBox, SecretBoxError
+from daemon.worker import run_due
+from scheduler import Alarm
+from web.app import create_app
+
+log = logging.getLogger("envoy_proxy")
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise config.ConfigError(f"ENVOY_PROXY_LISTEN: expected host:port, got {listen!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _raise_system_exit(signum, frame):
+    raise SystemExit(0)
+
+
+def serve(cfg: config.Config) -> int:
+    setup_logging(cfg.log_level, cfg.secrets())
+    host, port = parse_listen(cfg.listen)
+    secretbox = SecretBox.from_key_file(cfg.key_file)
+    db.open_database(cfg.db)
+    with db.database.connection_context():
+        db.migrate()
+        release_claims()  # a fresh process: no claim of a previous one is still alive
+    ctx = Context.build(cfg, secretbox)
+    # Catch up before serving: a daemon that was down when access should have ended ends it now.
+    with db.database.connection_context():
+        run_due(ctx)
+        first_due = next_due()
+    alarm = Alarm(lambda: run_due(ctx), sweep_seconds=cfg.sweep_seconds)
+    ctx.rearm, ctx.scheduler_healthy = alarm.rearm, alarm.healthy
+    ctx.scheduler_next_due = lambda: alarm.next_due
+    server = waitress.create_server(
+        create_app(ctx),
+        host=host,
+        port=port,
+        ident="envoy-proxy",
+        threads=8,
+        # Our own check answers JSON first; this is the hard stop for chunked bodies.
+        max_request_body_size=cfg.max_body_bytes + 65536,
+        trusted_proxy=cfg.trusted_proxy or None,
+        trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
+        if cfg.trusted_proxy
+        else None,
+        clear_untrusted_proxy_headers=True,
+    )
+    # Waitress ignores SIGTERM unless a handler raises SystemExit; then it drains and returns.
+    signal.signal(signal.SIGTERM, _raise_system_exit)
+    signal.signal(signal.SIGINT, _raise_system_exit)
+    try:
+        alarm.start(first_due)
+        log.info("envoy-proxy %s serving on http://%s:%d (db %s)", __version__, host, port, cfg.db)
+        server.run()
+    finally:
+        log.info("stopping: closing the listener, the scheduler and the database")
+        server.close()
+        alarm.shutdown()
+        ctx.proxy.close()
+        db.close_database()
+    log.info("stopped")
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    return serve(config.load(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="envoy-proxy",
+        description="Give Envoy visitors Proxy mobile credentials and take them away on time.",
+    )
+    parser.add_argument("--version", action="version", version=f"envoy-proxy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve_parser = commands.add_parser("serve", help="run the daemon")
+    config.add_arguments(serve_parser)
+    serve_parser.set_defaults(run=_cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (config.ConfigError, SecretBoxError) as error:
+        print(f"envoy-proxy: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

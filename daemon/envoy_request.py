@@ -1,0 +1,117 @@
+"""What the daemon reads from an Envoy request body, normalised once at the edge.
+
+IDs may arrive as numbers or strings (normalised to str); the time zone may sit under
+`timezone` or `time-zone`; events carry the install's config in `config` (older bodies also
+carry a stale copy as `env`, which we ignore).
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class BadRequest(ValueError):
+    """The body lacks something we need: answered 400 with this message, nothing stored."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def as_id(value: Any) -> str | None:
+    """Envoy ids as strings; None, "" and non-scalars become None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | str) and str(value).strip():
+        return str(value).strip()
+    return None
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class EnvoyRequest:
+    meta: dict
+    payload: Any
+    install_id: str
+    config: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_body(cls, body: dict) -> "EnvoyRequest":
+        meta = body.get("meta")
+        if not isinstance(meta, dict):
+            raise BadRequest("the body has no `meta` object")
+        install_id = as_id(meta.get("install_id"))
+        if install_id is None:
+            raise BadRequest("`meta.install_id` is missing")
+        return cls(
+            meta=meta,
+            payload=body.get("payload"),
+            install_id=install_id,
+            config=_dict(meta.get("config")),
+            params=_dict(meta.get("params")),
+        )
+
+    @property
+    def event(self) -> str | None:
+        event = self.meta.get("event")
+        return event if isinstance(event, str) else None
+
+    @property
+    def job_id(self) -> str | None:
+        return as_id(_dict(self.meta.get("job")).get("id"))
+
+    @property
+    def location(self) -> dict:
+        return _dict(self.meta.get("location"))
+
+    @property
+    def location_id(self) -> str | None:
+        return as_id(self.location.get("id")) or as_id(self.params.get("location_id"))
+
+    @property
+    def location_name(self) -> str | None:
+        name = _dict(self.location.get("attributes")).get("name")
+        return name if isinstance(name, str) else None
+
+    @property
+    def timezone(self) -> str | None:
+        attributes = _dict(self.location.get("attributes"))
+        zone = attributes.get("timezone") or attributes.get("time-zone")
+        return zone if isinstance(zone, str) and zone else None
+
+    @property
+    def company_id(self) -> str | None:
+        return as_id(_dict(self.meta.get("company")).get("id"))
+
+    @property
+    def company_name(self) -> str | None:
+        name = _dict(_dict(self.meta.get("company")).get("attributes")).get("name")
+        return name if isinstance(name, str) else None
+
+    @property
+    def plugin_id(self) -> str | None:
+        return as_id(self.meta.get("plugin_id"))
+
+    @property
+    def user_token(self) -> str | None:
+        """The installer's token for Envoy's user API, else the dashboard user's."""
+        token = _dict(self.meta.get("auth")).get("access_token")
+        if isinstance(token, str) and token:
+            return token
+        forwarded = self.meta.get("forwarded_bearer_token")
+        return forwarded if isinstance(forwarded, str) and forwarded else None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a domain function answers; the web layer turns it into an HTTP response."""
+
+    status: int
+    body: Any
+
+    @classmethod
+    def message(cls, status: int, message: str, **extra: Any) -> "Answer":
+        return cls(status, {"message": message, **extra})

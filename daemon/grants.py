@@ -1,0 +1,161 @@
+"""The grant service: turns a plan into rows (grants and their actions) in one transaction.
+
+Callers hold the IMMEDIATE transaction; nothing here calls Proxy. An access window has one
+`issue` action (due at its start) and one `revoke` action (due at its end); moving the window
+moves them. Ending a grant that was never issued cancels it without any Proxy call.
+"""
+
+from daemon import outbox
+from daemon.policy import Close, Open
+from db import Action, Grant
+
+ISSUE, REVOKE = "issue", "revoke"
+LIVE_STATES = ("pending", "active")
+
+
+def person_key(install_id: str, email: str | None) -> str | None:
+    """The outbox lock key of one Proxy person (per install, by email)."""
+    return f"{install_id}:{email}" if email else None
+
+
+def pending_action(grant: Grant, kind: str) -> Action | None:
+    return (
+        Action.select()
+        .where((Action.grant == grant) & (Action.kind == kind) & (Action.done == False))  # noqa: E712
+        .first()
+    )
+
+
+def _ensure_action(grant: Grant, kind: str, due_at: int) -> Action:
+    action = pending_action(grant, kind)
+    if action is None:
+        return outbox.enqueue(
+            kind,
+            grant.install_id,
+            due_at,
+            grant=grant,
+            lock_key=person_key(grant.install_id, grant.email),
+        )
+    if action.due_at != due_at:
+        outbox.reschedule(action, due_at)
+    return action
+
+
+def _create(install_id: str, plan: Open, kind: str, job_id: str | None, now: int) -> Grant:
+    visit = plan.visit
+    grant = Grant.create(
+        install_id=install_id,
+        kind=kind,
+        subject=plan.subject,
+        entry_id=visit.id if visit.kind == "entries" else visit.entry_id,
+        invite_id=visit.id if visit.kind == "invites" else visit.invite_id,
+        email=visit.email,
+        full_name=visit.full_name,
+        phone=visit.phone,
+        photo_url=visit.photo_url,
+        group_ids=list(plan.group_ids),
+        starts_at=plan.starts_at,
+        ends_at=plan.ends_at,
+        job_id=job_id,
+        created_at=now,
+        updated_at=now,
+    )
+    _ensure_action(grant, ISSUE, plan.starts_at)
+    if plan.ends_at is not None:
+        _ensure_action(grant, REVOKE, plan.ends_at)
+    return grant
+
+
+def _merged_window(grant: Grant, plan: Open) -> tuple[int, int | None]:
+    if not plan.extend:
+        return plan.starts_at, plan.ends_at
+    starts = min(grant.starts_at, plan.starts_at)
+    if grant.ends_at is None or plan.ends_at is None:
+        return starts, None
+    return starts, max(grant.ends_at, plan.ends_at)
+
+
+def open_window(install_id: str, plan: Open, now: int, kind: str = "visitor") -> Grant:
+    """Create or move the grant of `plan.subject`; a closed grant stays closed."""
+    grant = Grant.get_or_none(install_id=install_id, subject=plan.subject)
+    if grant is None:
+        return _create(install_id, plan, kind, None, now)
+    if grant.state not in LIVE_STATES:
+        return grant
+    starts, ends = _merged_window(grant, plan)
+    if grant.state == "active":
+        starts = grant.starts_at
+    visit = plan.visit
+    changes = {
+        "starts_at": starts,
+        "ends_at": ends,
+        "group_ids": list(plan.group_ids),
+        "entry_id": grant.entry_id or (visit.id if visit.kind == "entries" else visit.entry_id),
+        "full_name": visit.full_name or grant.full_name,
+        "phone": visit.phone or grant.phone,
+        "photo_url": visit.photo_url or grant.photo_url,
+        "updated_at": now,
+    }
+    if grant.state == "pending" and visit.email:
+        changes["email"] = visit.email
+    moved = (starts, ends, list(plan.group_ids)) != (
+        grant.starts_at,
+        grant.ends_at,
+        list(grant.group_ids),
+    )
+    Grant.update(**changes).where(Grant.id == grant.id).execute()
+    grant = Grant.get_by_id(grant.id)
+    if grant.state == "pending":
+        _ensure_action(grant, ISSUE, starts)
+    elif moved:
+        # Already issued: re-issue now to re-tag and move Proxy's safety net to the new end.
+        _ensure_action(grant, ISSUE, now)
+    if ends is not None:
+        _ensure_action(grant, REVOKE, max(ends, now))
+    return grant
+
+
+def close_window(install_id: str, plan: Close, now: int, kind: str = "visitor") -> Grant:
+    """End access at `plan.at`; a grant not yet issued (or not yet seen) is cancelled now."""
+    grant = Grant.get_or_none(install_id=install_id, subject=plan.subject)
+    if grant is None:
+        # The sign-out (or removal) came first: a tombstone makes the later sign-in a no-op.
+        visit = plan.visit
+        return Grant.create(
+            install_id=install_id,
+            kind=kind,
+            subject=plan.subject,
+            entry_id=visit.id if visit.kind == "entries" else None,
+            invite_id=visit.id if visit.kind == "invites" else visit.invite_id,
+            email=visit.email,
+            full_name=visit.full_name,
+            starts_at=plan.at,
+            ends_at=plan.at,
+            state="cancelled",
+            created_at=now,
+            updated_at=now,
+        )
+    if grant.state not in LIVE_STATES:
+        return grant
+    ends = plan.at if grant.ends_at is None else min(grant.ends_at, plan.at)
+    issue = pending_action(grant, ISSUE)
+    if grant.state == "pending" and (issue is None or not _claimed(issue, now)):
+        cancel(grant, now)
+        return Grant.get_by_id(grant.id)
+    Grant.update(ends_at=ends, updated_at=now).where(Grant.id == grant.id).execute()
+    _ensure_action(grant, REVOKE, ends)
+    return Grant.get_by_id(grant.id)
+
+
+def _claimed(action: Action, now: int) -> bool:
+    return action.claimed_until is not None and action.claimed_until >= now
+
+
+def cancel(grant: Grant, now: int) -> None:
+    """A grant that was never issued ends with no Proxy call; its actions are dropped."""
+    Grant.update(state="cancelled", ends_at=now, updated_at=now, version=Grant.version + 1).where(
+        Grant.id == grant.id
+    ).execute()
+    Action.update(done=True, outcome="cancelled", done_at=now, claimed_until=None).where(
+        (Action.grant == grant) & (Action.done == False)  # noqa: E712
+    ).execute()

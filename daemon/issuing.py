@@ -1,0 +1,165 @@
+"""Carrying out `issue` and `revoke` actions against Proxy.
+
+Issuing: reuse the Proxy person found by email (re-tag, re-activate) or import one, then
+schedule `suspended` at the end in Proxy as a safety net that holds while the daemon is down.
+Revoking: suspend and untag, unless another live grant of the same person still needs access.
+Proxy has no idempotency keys, so every step first looks at what Proxy already has: running an
+action twice (after a crash between the Proxy call and the commit) converges to one person.
+"""
+
+import logging
+
+from daemon.proxy_client import ProxyClient, ProxyNotFound
+from daemon.settings import Settings
+from db import Grant, Install, database
+
+log = logging.getLogger("envoy_proxy.issuing")
+
+
+class GrantMoved(RuntimeError):
+    """The grant changed while we were calling Proxy; the action is run again."""
+
+
+def _same_person(grant: Grant):
+    person = Grant.email == grant.email
+    if grant.proxy_person_id:
+        person = person | (Grant.proxy_person_id == grant.proxy_person_id)
+    return (Grant.install_id == grant.install_id) & person & (Grant.id != grant.id)
+
+
+def _find_person(client: ProxyClient, grant: Grant) -> dict | None:
+    if grant.proxy_person_id:
+        person = client.get_person(grant.proxy_person_id)
+        if person is not None:
+            return person
+    return client.find_person_by_email(grant.email) if grant.email else None
+
+
+def _issue_visitor(install, grant, client, tags, settings, now) -> tuple[dict, list[str]]:
+    person = _find_person(client, grant)
+    if person is None:
+        person = client.import_person(
+            name=grant.full_name or grant.email,
+            email=grant.email,
+            tags=list(tags.values()),
+            photo=grant.photo_url,
+            phone=grant.phone,
+            envoy_id=grant.subject,
+            created_by_envoy=settings.created_by_envoy,
+            send_invite=settings.proxy_notifications,
+        )
+        return person, list(grant.group_ids)
+    have = set(person.get("tags") or [])
+    added = [group for group, tag in tags.items() if tag not in have]
+    for group in added:
+        client.add_to_group(group, person["id"])
+    if person.get("status") != "active":
+        client.schedule_status(person["id"], "active", now)
+    return person, sorted(set(added) | set(grant.added_group_ids))
+
+
+def _renew_safety_net(client: ProxyClient, grant: Grant, person_id: str, now: int) -> int | None:
+    """Make Proxy's own schedule end access when the last live grant of the person ends.
+
+    Proxy cannot delete a scheduled status; an earlier net that would cut a longer stay short
+    is covered by an `active` one second after it.
+    """
+    live = [*Grant.select().where(_same_person(grant) & (Grant.state == "active")), grant]
+    if any(g.ends_at is None for g in live):
+        return None
+    end = max(g.ends_at for g in live)
+    nets = Grant.select().where(
+        (_same_person(grant) | (Grant.id == grant.id))
+        & (Grant.safety_net_at > now)
+        & (Grant.safety_net_at < end)
+    )
+    for earlier in nets:
+        client.schedule_status(person_id, "active", earlier.safety_net_at + 1)
+        Grant.update(safety_net_at=None).where(Grant.id == earlier.id).execute()
+    if (
+        Grant.select()
+        .where((_same_person(grant) | (Grant.id == grant.id)) & (Grant.safety_net_at == end))
+        .exists()
+    ):
+        return end if grant.safety_net_at == end else None
+    client.schedule_status(person_id, "suspended", end)
+    return end
+
+
+def issue(ctx, grant: Grant, now: int) -> str:
+    """Give the grant's person access in Proxy; returns a short outcome for the log."""
+    install = Install.get_by_id(grant.install_id)
+    settings = Settings.from_config(install.config or {})
+    client = ctx.proxy.client(install)
+    if grant.kind == "employee":
+        person = _find_person(client, grant)
+        if person is None:
+            raise ProxyNotFound(
+                404,
+                "not_found",
+                f"no Proxy person with email {grant.email}: add the employee in Proxy",
+            )
+        if person.get("status") != "active":
+            client.schedule_status(person["id"], "active", now)
+        added = []
+    else:
+        tags = ctx.proxy.group_tags(install, client, grant.group_ids)
+        person, added = _issue_visitor(install, grant, client, tags, settings, now)
+    with database.atomic():
+        Grant.update(proxy_person_id=person["id"]).where(Grant.id == grant.id).execute()
+    grant = Grant.get_by_id(grant.id)
+    net = _renew_safety_net(client, grant, person["id"], now)
+    with database.atomic():
+        changed = (
+            Grant.update(
+                state="active",
+                added_group_ids=added,
+                safety_net_at=net,
+                last_error=None,
+                updated_at=now,
+                version=Grant.version + 1,
+            )
+            .where((Grant.id == grant.id) & (Grant.version == grant.version))
+            .execute()
+        )
+    if not changed:
+        raise GrantMoved(f"grant {grant.id} changed during issue")
+    return f"person {person['id']} active"
+
+
+def revoke(ctx, grant: Grant, now: int) -> str:
+    """Take the grant's access away, or only close the grant if another one still needs it."""
+    others = list(
+        Grant.select().where(
+            _same_person(grant)
+            & (Grant.state == "active")
+            & (Grant.ends_at.is_null() | (Grant.ends_at > now))
+        )
+    )
+    if others:
+        # Keep the person active; whoever ends last takes away the groups we added.
+        heir = max(others, key=lambda g: (g.ends_at is None, g.ends_at or 0))
+        with database.atomic():
+            Grant.update(
+                added_group_ids=sorted(set(heir.added_group_ids) | set(grant.added_group_ids))
+            ).where(Grant.id == heir.id).execute()
+            _mark_ended(grant, now)
+        return f"access kept for grant {heir.id} of the same person"
+    install = Install.get_by_id(grant.install_id)
+    client = ctx.proxy.client(install)
+    person_id = grant.proxy_person_id
+    try:
+        client.schedule_status(person_id, "suspended", now)
+        for group in grant.added_group_ids:
+            client.remove_from_group(group, person_id)
+    except ProxyNotFound:
+        log.warning("grant %s: Proxy person %s no longer exists", grant.id, person_id)
+    with database.atomic():
+        _mark_ended(grant, now)
+    return f"person {person_id} suspended"
+
+
+def _mark_ended(grant: Grant, now: int) -> None:
+    Grant.update(state="ended", ends_at=now, updated_at=now, version=Grant.version + 1).where(
+        Grant.id == grant.id
+    ).execute()

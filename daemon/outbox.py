@@ -1,0 +1,113 @@
+"""The outbox's bookkeeping: enqueue, claim when due, record success or failure.
+
+A claim is a lease (`claimed_until`) taken by a conditional update inside an IMMEDIATE
+transaction, so a run that is late, repeated or concurrent never executes an action twice,
+and a claim left behind by a crash expires by itself (or is released at the next start).
+"""
+
+import random
+
+from peewee import fn
+
+from db import Action, database
+
+LEASE_SECONDS = 120
+FLAG_AFTER_ATTEMPTS = 5  # shown as failing on the status page and in metrics
+BACKOFF_CAP_SECONDS = 900
+
+
+def enqueue(
+    kind: str, install_id: str, due_at: int, *, grant=None, payload=None, lock_key=None
+) -> Action:
+    """Add an action; call inside the transaction that makes it necessary."""
+    return Action.create(
+        kind=kind,
+        install_id=install_id,
+        grant=grant,
+        lock_key=lock_key,
+        payload=payload or {},
+        due_at=due_at,
+        next_attempt_at=due_at,
+    )
+
+
+def reschedule(action: Action, due_at: int) -> None:
+    """Move a pending action's due time (e.g. an invite moved, a sign-out came early)."""
+    Action.update(due_at=due_at, next_attempt_at=due_at).where(
+        (Action.id == action.id) & (Action.done == False)  # noqa: E712 (peewee expression)
+    ).execute()
+
+
+def claim_due(now: int, limit: int, ids: list[int] | None = None) -> list[Action]:
+    """Take a lease on up to `limit` due, unclaimed actions (or on those of `ids` that are).
+
+    An action whose lock key is held by a claimed action waits; the claimer runs its batch
+    in order, one action at a time.
+    """
+    held_keys = Action.select(Action.lock_key).where(
+        (Action.claimed_until >= now) & Action.lock_key.is_null(False)
+    )
+    with database.atomic():
+        query = (
+            Action.select()
+            .where(
+                (Action.done == False)  # noqa: E712
+                & (Action.next_attempt_at <= now)
+                & (Action.claimed_until.is_null() | (Action.claimed_until < now))
+                & (Action.lock_key.is_null() | Action.lock_key.not_in(held_keys))
+            )
+            .order_by(Action.next_attempt_at, Action.id)
+            .limit(limit)
+        )
+        if ids is not None:
+            query = query.where(Action.id.in_(ids))
+        claimed = list(query)
+        if claimed:
+            Action.update(claimed_until=now + LEASE_SECONDS).where(
+                Action.id.in_([a.id for a in claimed])
+            ).execute()
+    return claimed
+
+
+def complete(action: Action, now: int, outcome: str = "done", note: str | None = None) -> None:
+    """Mark done; call inside the transaction that records the action's effect."""
+    Action.update(
+        done=True, outcome=outcome, done_at=now, claimed_until=None, last_error=note
+    ).where(Action.id == action.id).execute()
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Exponential backoff with full jitter: 0..min(cap, 5·2^attempts) seconds, at least 2."""
+    return max(2.0, random.uniform(0, min(BACKOFF_CAP_SECONDS, 5 * 2**attempts)))
+
+
+def fail(action: Action, now: int, error: str, *, retry_after: float = 0, dead: bool = False):
+    """Record a failed attempt: push the next one back, or give up if `dead`."""
+    attempts = action.attempts + 1
+    changes = {"attempts": attempts, "last_error": error[:500], "claimed_until": None}
+    if dead:
+        changes.update(done=True, outcome="dead", done_at=now)
+    else:
+        delay = max(backoff_seconds(attempts), retry_after)
+        changes["next_attempt_at"] = now + int(delay + 0.999)
+    with database.atomic():
+        Action.update(**changes).where(Action.id == action.id).execute()
+
+
+def release_claims() -> int:
+    """Drop every lease: called at start, when no runner of a previous process can be alive."""
+    with database.atomic():
+        return (
+            Action.update(claimed_until=None)
+            .where(Action.claimed_until.is_null(False) & (Action.done == False))  # noqa: E712
+            .execute()
+        )
+
+
+def next_due() -> int | None:
+    """The earliest instant at which some pending action must run."""
+    return (
+        Action.select(fn.MIN(Action.next_attempt_at))
+        .where(Action.done == False)  # noqa: E712
+        .scalar()
+    )

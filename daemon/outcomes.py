@@ -1,0 +1,33 @@
+"""What Envoy's dashboard shows for a grant: the message and attachments of a job outcome."""
+
+from daemon.times import local_window
+from db import Grant, Install
+
+
+def grant_attachments(grant: Grant, install: Install | None) -> list[dict]:
+    zone_name = install.timezone if install else None
+    label = "Protect access" if grant.kind == "employee" else "Proxy access"
+    attachments = [
+        {
+            "type": "text",
+            "label": label,
+            "value": local_window(grant.starts_at, grant.ends_at, zone_name),
+        }
+    ]
+    if grant.proxy_person_id:
+        attachments.append(
+            {"type": "text", "label": "Proxy person", "value": grant.proxy_person_id}
+        )
+    return attachments
+
+
+def grant_message(grant: Grant, now: int) -> str:
+    if grant.state == "active":
+        return "Proxy credential active"
+    if grant.state == "ended":
+        return "Proxy access ended"
+    if grant.state == "cancelled":
+        return "access cancelled before it started; no credential was issued"
+    if grant.starts_at > now:
+        return "Proxy access scheduled"
+    return "Proxy credential being issued"

@@ -1,0 +1,123 @@
+"""The visitor access policy as a pure function: event + settings + now → a plan.
+
+No I/O here. `plan_visitor` decides whether an event opens, moves or closes an access window,
+or is ignored (and why, in words an admin understands). The grant service applies the plan.
+"""
+
+from dataclasses import dataclass
+
+from daemon.settings import Settings
+from daemon.visits import Visit
+
+
+@dataclass(frozen=True)
+class Ignore:
+    """Nothing to do. 400 = ignored in Envoy's dashboard; 412 = failed, shown to the admin."""
+
+    status: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Open:
+    """Access for `subject` from `starts_at` to `ends_at`.
+
+    `extend`: merge with an existing window (start no later, end no earlier), as when a guest
+    whose invite already has a grant signs in. Otherwise the window replaces the old one, as
+    when an invite is moved.
+    """
+
+    subject: str
+    starts_at: int
+    ends_at: int | None
+    group_ids: tuple[str, ...]
+    visit: Visit
+    extend: bool = False
+
+
+@dataclass(frozen=True)
+class Close:
+    """End the access of the grant of `subject` at `at` (cancel it if never issued)."""
+
+    subject: str
+    at: int
+    visit: Visit
+
+
+Plan = Ignore | Open | Close
+
+VISITOR_EVENTS = (
+    "entry_sign_in",
+    "entry_sign_out",
+    "invite_created",
+    "invite_updated",
+    "upcoming_visit",
+    "invite_removed",
+)
+
+
+def _not_mapped(visit: Visit) -> Ignore:
+    return Ignore(400, f"flow {visit.flow_label} is not mapped to Proxy groups")
+
+
+def _no_email(visit: Visit) -> Ignore:
+    return Ignore(
+        412,
+        "the visitor has no usable email address, and Proxy needs one to issue a mobile "
+        "credential; ask visitors in this flow for their email",
+    )
+
+
+def visit_subject(visit: Visit) -> str:
+    """The grant an entry belongs to: its invite's when it has one, else its own."""
+    if visit.kind == "entries" and visit.invite_id:
+        return f"invites:{visit.invite_id}"
+    return visit.subject
+
+
+def plan_sign_in(visit: Visit, settings: Settings, now: int) -> Plan:
+    groups = settings.groups_for_flow(visit.flow_id)
+    if not groups:
+        return _not_mapped(visit)
+    if settings.invite_required and not visit.invite_id:
+        return Ignore(
+            400, "walk-in visitor: this install issues credentials to invited guests only"
+        )
+    if visit.email is None:
+        return _no_email(visit)
+    signed_in = visit.signed_in_at or now
+    ends = signed_in + settings.access_duration_minutes * 60
+    if visit.signed_out_at is not None:
+        ends = min(ends, visit.signed_out_at)
+    if ends <= now:
+        return Ignore(400, "the visit's access window is already over")
+    return Open(visit_subject(visit), now, ends, tuple(groups), visit, extend=True)
+
+
+def plan_invite(visit: Visit, settings: Settings, now: int) -> Plan:
+    groups = settings.groups_for_flow(visit.flow_id)
+    if not groups:
+        return _not_mapped(visit)
+    if visit.email is None:
+        return _no_email(visit)
+    if visit.expected_arrival is None:
+        return Ignore(400, "the invite has no readable `expected-arrival-time`")
+    arrival = visit.expected_arrival
+    ends = arrival + settings.access_duration_minutes * 60
+    if ends <= now:
+        return Ignore(400, "the invite's access window is already over")
+    starts = max(now, arrival - settings.early_access_minutes * 60)
+    return Open(visit.subject, starts, ends, tuple(groups), visit)
+
+
+def plan_visitor(event: str, visit: Visit, settings: Settings, now: int) -> Plan:
+    """What a visitor event means for access; see the README's rules table."""
+    if event == "entry_sign_in":
+        return plan_sign_in(visit, settings, now)
+    if event == "entry_sign_out":
+        return Close(visit_subject(visit), now, visit)
+    if event == "invite_removed":
+        return Close(visit.subject, now, visit)
+    if visit.kind != "invites":
+        return Ignore(400, f"`{event}` expects an invite payload")
+    return plan_invite(visit, settings, now)

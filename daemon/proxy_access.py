@@ -1,0 +1,92 @@
+"""Proxy clients per install, built from its settings and its decrypted App Key Secret.
+
+Clients are cached (one keep-alive session per install and purpose) and rebuilt when the
+install's key, secret, org or site change. Group tags are cached briefly: every credential
+needs them, and they change only when an admin edits Proxy.
+"""
+
+import copy
+import hashlib
+import threading
+import time
+
+from daemon.proxy_client import ProxyClient
+from daemon.secretbox import SecretBox
+from daemon.settings import Settings
+from db import Install
+
+TAG_CACHE_SECONDS = 600
+
+
+class NotConfigured(RuntimeError):
+    """The install lacks what a Proxy call needs; the message says which setup step to run."""
+
+
+class ProxyAccess:
+    def __init__(self, base_url: str, secretbox: SecretBox, observe=None, retry_budget=10.0):
+        self.base_url = base_url
+        self.secretbox = secretbox
+        self.observe = observe
+        self.retry_budget = retry_budget
+        self._clients: dict[tuple, ProxyClient] = {}
+        self._tags: dict[tuple, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def limited(self, retry_budget: float) -> "ProxyAccess":
+        """The same clients and caches, with calls that give up within `retry_budget` s."""
+        view = copy.copy(self)
+        view.retry_budget = retry_budget
+        return view
+
+    def client(self, install: Install) -> ProxyClient:
+        retry_budget = self.retry_budget
+        settings = Settings.from_config(install.config or {})
+        if not (settings.proxy_app_key and install.proxy_secret and settings.proxy_org_id):
+            raise NotConfigured("Proxy access is not set up: complete the Proxy Access step")
+        if not settings.proxy_site_id:
+            raise NotConfigured("no Proxy site is selected: complete the Site step")
+        fingerprint = hashlib.sha256(install.proxy_secret.encode()).hexdigest()[:16]
+        key = (
+            install.install_id,
+            settings.proxy_app_key,
+            fingerprint,
+            settings.proxy_org_id,
+            settings.proxy_site_id,
+            retry_budget,
+        )
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = ProxyClient(
+                    self.base_url,
+                    settings.proxy_app_key,
+                    self.secretbox.decrypt(install.proxy_secret),
+                    org_id=settings.proxy_org_id,
+                    site_id=settings.proxy_site_id,
+                    read_timeout=min(10.0, max(1.0, retry_budget)),
+                    retry_budget=retry_budget,
+                    observe=self.observe,
+                )
+                self._clients[key] = client
+        return client
+
+    def group_tags(self, install: Install, client: ProxyClient, group_ids) -> dict[str, str]:
+        """Tag of each group id, from the cache or Proxy."""
+        tags = {}
+        now = time.monotonic()
+        for group_id in group_ids:
+            cache_key = (install.install_id, group_id)
+            cached = self._tags.get(cache_key)
+            if cached and now - cached[0] < TAG_CACHE_SECONDS:
+                tags[group_id] = cached[1]
+                continue
+            tag = client.get_group(group_id)["tag"]
+            self._tags[cache_key] = (now, tag)
+            tags[group_id] = tag
+        return tags
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()

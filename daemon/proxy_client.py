@@ -1,0 +1,579 @@
+"""The one module through which the daemon talks to Proxy (see PROXY_API.md).
+
+It owns the transport rules: timeouts on every call, retries only where repeating is safe,
+typed errors carrying Proxy's own description, and an App Key Secret that never leaves the
+Authorization header (not in URLs, logs, errors or reprs).
+"""
+
+import json
+import logging
+import math
+import random
+import time
+from datetime import UTC, datetime
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests.auth import HTTPBasicAuth
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+from daemon import __version__
+
+logger = logging.getLogger("envoy_proxy.proxy")
+
+MAX_LIMIT = 100
+CREATED_BY_ENVOY = "Created by Envoy"
+NAME_SUFFIX = f" ({CREATED_BY_ENVOY})"
+STATUSES = ("active", "suspended")
+FUTURE_DATE_MARGIN = 5.0  # seconds: a scheduled status is never sent closer to now than this
+FUTURE_DATE_RETRY = 30.0  # seconds: used once when Proxy's clock says our date is not future
+FUTURE_DATE_ERROR = "has to be a future date"
+MAX_PHOTO_URL = 256  # Proxy accepts photo URLs shorter than this
+BACKOFF_BASE = 0.2
+BACKOFF_CAP = 5.0
+DEFAULT_RETRY_AFTER = 1.0
+
+IMPORT_PATH = "/manage/persons/import"
+
+# Retry policies: what may be repeated after a failure Proxy may already have processed
+# (read timeout, dropped connection, 5xx). Unsent requests and 429s are always repeatable.
+IDEMPOTENT = "idempotent"  # GET, and writes whose repetition has the same effect
+UNSAFE = "unsafe"  # a repeat could act twice: only a 503 (refused, not processed) is repeated
+CHECKED = "checked"  # import: the caller checks by email before any repeat
+
+
+class ProxyError(Exception):
+    """A Proxy call failed; str() says what happened in words a person can read."""
+
+    def __init__(self, description, *, status=None, code=None, call=None):
+        self.description = description
+        self.status = status
+        self.code = code
+        super().__init__(_message(call, status, code, description))
+
+
+class ProxyAuthError(ProxyError):
+    """Proxy rejected the App Key or its secret (401)."""
+
+
+class ProxyNotFound(ProxyError):
+    """Proxy answered 404."""
+
+
+class ProxyUnavailable(ProxyError):
+    """Proxy could not be reached or kept failing (timeouts, dropped connections, 5xx)."""
+
+
+class ProxyRateLimited(ProxyUnavailable):
+    """Proxy asked us to wait (429) longer than the remaining retry budget."""
+
+    def __init__(self, description, *, retry_after, **kwargs):
+        self.retry_after = retry_after
+        super().__init__(description, **kwargs)
+
+
+def _message(call, status, code, description):
+    where = f"Proxy {call}" if call else "Proxy"
+    if status is None:
+        return f"{where}: {description}"
+    answer = f"HTTP {status} {code}" if code else f"HTTP {status}"
+    return f"{where} answered {answer}: {description}"
+
+
+class ProxyClient:
+    """A Proxy API client for one App Key, org and site, with its own keep-alive session."""
+
+    def __init__(
+        self,
+        base_url,
+        app_key,
+        app_secret,
+        *,
+        org_id=None,
+        site_id=None,
+        connect_timeout=3.05,
+        read_timeout=10.0,
+        retry_budget=10.0,
+        session=None,
+        observe=None,
+    ):
+        parts = urlsplit(base_url)
+        if parts.username or parts.password:
+            raise ValueError("the Proxy base URL must not carry credentials")
+        self.base_url = base_url.rstrip("/")
+        self.app_key = app_key
+        self.org_id = org_id
+        self.site_id = site_id
+        self._auth = HTTPBasicAuth(app_key, app_secret)
+        self._timeout = (connect_timeout, read_timeout)
+        self._retry_budget = retry_budget
+        self._session = session or requests.Session()
+        self._headers = {"User-Agent": f"envoy-proxy/{__version__}", "Accept": "application/json"}
+        self._observe = observe
+        self._missing_endpoints = set()
+
+    def __repr__(self):
+        return f"ProxyClient(base_url={self.base_url!r}, app_key={self.app_key!r})"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self) -> None:
+        """Close the keep-alive connections."""
+        self._session.close()
+
+    # -- organisations, sites, groups ------------------------------------------------------
+
+    def list_orgs(self) -> list[dict]:
+        """The organisations these credentials see, as [{"id", "name"}]; 401 if they are bad."""
+        data = self._request("GET", "/v1/orgs")
+        orgs = (item.get("organization") or {} for item in data.get("items", []))
+        return [{"id": org.get("id"), "name": org.get("name")} for org in orgs]
+
+    def list_sites(self, search=None, page=1, limit=MAX_LIMIT) -> list[dict]:
+        """One page of the org's sites, as [{"id", "name"}], optionally filtered by name."""
+        params = {
+            "orgId": self._org(),
+            **_page(page, limit),
+            "sortBy": "name",
+            "sortOrder": "asc",
+            **_filter(name=search),
+        }
+        data = self._request("GET", "/manage/sites", params=params)
+        return [{"id": site.get("id"), "name": site.get("name")} for site in data.get("items", [])]
+
+    def find_site(self, site_id) -> dict | None:
+        """The org's site with this id, or None."""
+        for sites in self._pages(self.list_sites):
+            for site in sites:
+                if site["id"] == site_id:
+                    return site
+        return None
+
+    def list_groups(self, search=None, page=1, limit=MAX_LIMIT, include_global=False) -> list[dict]:
+        """One page of the site's person groups; global groups only if asked for."""
+        params = {**self._scope(), "type": "persons", **_page(page, limit), **_filter(name=search)}
+        data = self._request("GET", "/manage/groups", params=params)
+        groups = [_group(item) for item in data.get("items", [])]
+        return [group for group in groups if include_global or not group["isGlobal"]]
+
+    def get_group(self, group_id) -> dict:
+        """The group {"id", "name", "tag", "isGlobal"}; ProxyNotFound if it does not exist."""
+        params = {**self._scope(), "type": "persons"}
+        data = self._request("GET", "/manage/groups/{id}", id=group_id, params=params)
+        return _group(data)
+
+    # -- persons ---------------------------------------------------------------------------
+
+    def find_person_by_email(self, email) -> dict | None:
+        """The person whose email matches (case-insensitively), or None.
+
+        The server's filter only narrows the search: each returned item is checked here.
+        """
+        wanted = email.strip().casefold()
+        for persons in self._pages(self._person_page, email=email.strip()):
+            for person in persons:
+                if (person.get("email") or "").strip().casefold() == wanted:
+                    return person
+        return None
+
+    def get_person(self, person_id) -> dict | None:
+        """The person with this id, or None if Proxy does not know it."""
+        try:
+            return self._request("GET", "/manage/persons/{id}", id=person_id, params=self._scope())
+        except ProxyNotFound:
+            return None
+
+    def import_person(
+        self,
+        *,
+        name,
+        email,
+        tags,
+        photo=None,
+        phone=None,
+        envoy_id=None,
+        created_by_envoy=False,
+        send_invite=False,
+    ) -> dict:
+        """Create a person in Proxy, or return the existing one with this email.
+
+        Proxy has no idempotency keys, so the POST is never repeated blindly: after an
+        ambiguous failure the person is looked up by email first, and only re-posted if absent.
+        """
+        existing = self.find_person_by_email(email)
+        if existing is not None:
+            logger.info(
+                "Proxy person %s already exists for this email; not importing", existing.get("id")
+            )
+            return existing
+        body = _import_body(
+            name, email, tags, photo, phone, envoy_id, created_by_envoy, send_invite
+        )
+        deadline = time.monotonic() + self._retry_budget
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                return _imported(self._post_import(body, deadline))
+            except ProxyRateLimited:
+                raise  # Proxy did not process it, and the budget is spent
+            except ProxyUnavailable as failure:
+                # The person may exist now. Pausing first gives an in-flight POST time to land
+                # before the lookup; without budget left, the caller's next try looks it up.
+                self._pause_or_raise(failure, "POST", IMPORT_PATH, attempt, started, deadline)
+                attempt += 1
+                existing = self.find_person_by_email(email)
+                if existing is not None:
+                    logger.info(
+                        "Proxy POST %s: person %s was created despite: %s",
+                        IMPORT_PATH,
+                        existing.get("id"),
+                        failure.description,
+                    )
+                    return existing
+
+    def add_to_group(self, group_id, person_id) -> None:
+        """Put the person in the group (repeating it is harmless)."""
+        path = "/manage/groups/{id}/persons/{person_id}"
+        self._request("POST", path, id=group_id, person_id=person_id, params=self._scope())
+
+    def remove_from_group(self, group_id, person_id) -> None:
+        """Take the person out of the group; skipped (logged once) if Proxy lacks the endpoint.
+
+        A 404 means the endpoint is missing only when the group and the person both exist.
+        """
+        path = "/manage/groups/{id}/persons/{person_id}"
+        if path in self._missing_endpoints:
+            return
+        try:
+            self._request("DELETE", path, id=group_id, person_id=person_id, params=self._scope())
+        except ProxyNotFound as error:
+            self.get_group(group_id)  # raises ProxyNotFound for an unknown group
+            if self.get_person(person_id) is None:
+                raise error from None
+            self._missing_endpoints.add(path)
+            logger.warning("Proxy has no DELETE %s endpoint; skipping removals from groups", path)
+
+    def resend_invite(self, person_id) -> None:
+        """Ask Proxy to email the person the app invitation again (never sent twice by us)."""
+        path = "/manage/persons/{id}/resend"
+        self._request("POST", path, id=person_id, params=self._scope(), policy=UNSAFE)
+
+    def schedule_status(self, person_id, status, at=None) -> dict:
+        """Schedule "active" or "suspended" at `at` (UTC epoch; None = now), never in the past.
+
+        The date is clamped to at least now + 5 s; if Proxy's clock still finds it past, it is
+        sent once more at now + 30 s.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+        now = time.time()
+        when = max(now if at is None else float(at), now + FUTURE_DATE_MARGIN)
+        try:
+            return self._post_status(person_id, status, when)
+        except ProxyError as error:
+            if not _says_date_not_future(error):
+                raise
+            logger.info("Proxy found %s not in the future; rescheduling at now + 30 s", _iso(when))
+            return self._post_status(person_id, status, time.time() + FUTURE_DATE_RETRY)
+
+    # -- helpers for the operations --------------------------------------------------------
+
+    def _post_status(self, person_id, status, when):
+        body = {"status": status, "scheduledDate": _iso(when)}
+        path = "/mobile-access/persons/{id}/scheduled-statuses"
+        return self._request("POST", path, id=person_id, params=self._scope(), json_body=body)
+
+    def _post_import(self, body, deadline):
+        params = self._scope()
+        return self._request(
+            "POST", IMPORT_PATH, params=params, json_body=body, policy=CHECKED, deadline=deadline
+        )
+
+    def _person_page(self, email, page, limit):
+        params = {**self._scope(), **_page(page, limit), **_filter(email=email)}
+        return self._request("GET", "/manage/persons", params=params).get("items", [])
+
+    @staticmethod
+    def _pages(fetch, **kwargs):
+        """Yield the pages of a list call until the first page shorter than the limit."""
+        page = 1
+        while True:
+            items = fetch(page=page, limit=MAX_LIMIT, **kwargs)
+            yield items
+            if len(items) < MAX_LIMIT:
+                return
+            page += 1
+
+    def _org(self):
+        if not self.org_id:
+            raise ValueError("this Proxy call needs an org_id")
+        return self.org_id
+
+    def _scope(self):
+        if not self.site_id:
+            raise ValueError("this Proxy call needs a site_id")
+        return {"orgId": self._org(), "siteId": self.site_id}
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method,
+        template,
+        *,
+        params=None,
+        json_body=None,
+        policy=IDEMPOTENT,
+        deadline=None,
+        **ids,
+    ):
+        """Send one logical call, repeating what the policy allows until the deadline."""
+        path = template.format(**{key: quote(str(value), safe="") for key, value in ids.items()})
+        deadline = deadline or time.monotonic() + self._retry_budget
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                return self._attempt(method, template, path, params, json_body, policy)
+            except _Repeatable as repeatable:
+                failure = repeatable.error
+            if isinstance(failure, ProxyRateLimited):
+                self._wait_out(failure, method, template, started, deadline)
+            else:
+                self._pause_or_raise(failure, method, template, attempt, started, deadline)
+                attempt += 1
+
+    def _attempt(self, method, template, path, params, json_body, policy):
+        """One HTTP exchange: the decoded answer; raises _Repeatable or a final ProxyError."""
+        call = f"{method} {template}"
+        started = time.monotonic()
+        try:
+            response = self._session.request(
+                method,
+                self.base_url + path,
+                params=params,
+                json=json_body,
+                headers=self._headers,
+                auth=self._auth,
+                timeout=self._timeout,
+            )
+        except requests.RequestException as exc:
+            self._record(method, template, None, started)
+            if isinstance(exc, ValueError):  # a malformed URL: configuration, not transient
+                raise ProxyError("the Proxy URL is not usable", call=call) from None
+            failure = ProxyUnavailable(_describe(exc), call=call)
+            if _never_sent(exc) or _may_repeat(policy, None):
+                raise _Repeatable(failure) from exc
+            raise failure from exc
+        self._record(method, template, response.status_code, started)
+        if response.ok:
+            return self._decode(response, call)
+        error = self._error(response, call)
+        status = response.status_code
+        if status == 429 or (status >= 500 and _may_repeat(policy, status)):
+            raise _Repeatable(error)
+        raise error
+
+    def _wait_out(self, failure, method, template, started, deadline):
+        """Sleep through a 429's Retry-After if it fits in the budget, else raise."""
+        if time.monotonic() + failure.retry_after > deadline:
+            self._log_give_up(failure, method, template, started)
+            raise failure
+        logger.warning(
+            "Proxy %s %s: HTTP 429 after %.2fs; retrying in %.2fs as asked",
+            method,
+            template,
+            time.monotonic() - started,
+            failure.retry_after,
+        )
+        time.sleep(failure.retry_after)
+
+    def _pause_or_raise(self, failure, method, template, attempt, started, deadline):
+        """Sleep a jittered exponential backoff if it fits in the budget, else raise."""
+        delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+        if time.monotonic() + delay > deadline:
+            self._log_give_up(failure, method, template, started)
+            raise failure
+        logger.warning(
+            "Proxy %s %s: %s after %.2fs; retrying in %.2fs",
+            method,
+            template,
+            _reason(failure),
+            time.monotonic() - started,
+            delay,
+        )
+        time.sleep(delay)
+
+    @staticmethod
+    def _log_give_up(failure, method, template, started):
+        logger.error(
+            "Proxy %s %s: %s after %.2fs; giving up",
+            method,
+            template,
+            _reason(failure),
+            time.monotonic() - started,
+        )
+
+    def _record(self, method, template, status, started):
+        seconds = time.monotonic() - started
+        logger.debug("Proxy %s %s: %s in %.3fs", method, template, status or "no answer", seconds)
+        if self._observe is None:
+            return
+        try:
+            self._observe(method, template, status, seconds)
+        except Exception:
+            logger.exception("the Proxy metrics hook failed")
+
+    def _decode(self, response, call):
+        if not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError:
+            raise ProxyError(
+                "the answer is not JSON", status=response.status_code, call=call
+            ) from None
+
+    def _error(self, response, call):
+        """The typed error for a non-2xx answer, carrying Proxy's description."""
+        status = response.status_code
+        code, description = _error_details(response)
+        kwargs = {"status": status, "code": code, "call": call}
+        description = self._scrub(description)
+        if status == 429:
+            return ProxyRateLimited(description, retry_after=_retry_after(response), **kwargs)
+        if status >= 500:
+            return ProxyUnavailable(description, **kwargs)
+        error_type = {401: ProxyAuthError, 404: ProxyNotFound}.get(status, ProxyError)
+        return error_type(description, **kwargs)
+
+    def _scrub(self, text):
+        """Remove the secret from text Proxy sent, in case an error message echoes it."""
+        secret = self._auth.password
+        return text.replace(secret, "***") if secret else text
+
+
+class _Repeatable(Exception):
+    """An attempt failed in a way the call's policy allows repeating."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _may_repeat(policy, status):
+    """Whether a failure Proxy may have processed (status None: no answer) may be repeated."""
+    return policy == IDEMPOTENT or (policy == UNSAFE and status == 503)
+
+
+def _never_sent(exc):
+    """Whether the request surely never reached Proxy (so repeating it is always safe)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    return (
+        isinstance(exc, requests.exceptions.ConnectionError)
+        and isinstance(reason, MaxRetryError)
+        and isinstance(reason.reason, NewConnectionError)
+    )
+
+
+def _describe(exc):
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "could not connect in time (ConnectTimeout)"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "no answer in time (ReadTimeout)"
+    if _never_sent(exc):
+        return "could not connect (connection refused or unreachable)"
+    return f"connection dropped or failed ({type(exc).__name__})"
+
+
+def _says_date_not_future(error):
+    return (
+        error.status is not None
+        and 400 <= error.status < 500
+        and FUTURE_DATE_ERROR in error.description
+    )
+
+
+def _reason(failure):
+    return f"HTTP {failure.status}" if failure.status else failure.description
+
+
+def _error_details(response):
+    """(code, description) from Proxy's error shapes; code None when the body has neither."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        if isinstance(body.get("error"), str):  # the OAuth-style 401 shape
+            return body["error"], str(body.get("error_description") or body["error"])
+        data = body.get("data")
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            return error.get("code"), str(error.get("description") or error.get("code") or "")
+    return None, response.reason or f"HTTP {response.status_code}"
+
+
+def _retry_after(response):
+    try:
+        return max(0.0, float(response.headers["Retry-After"]))
+    except (KeyError, ValueError):
+        return DEFAULT_RETRY_AFTER
+
+
+def _page(page, limit):
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+    if page < 1:
+        raise ValueError("page numbers start at 1")
+    return {"page": page, "limit": limit}
+
+
+def _filter(**fields):
+    present = {key: value for key, value in fields.items() if value}
+    return {"filter": json.dumps(present, separators=(",", ":"))} if present else {}
+
+
+def _group(item):
+    return {
+        "id": item.get("id"),
+        "name": item.get("name"),
+        "tag": item.get("tag"),
+        "isGlobal": bool(item.get("isGlobal")),
+    }
+
+
+def _iso(epoch):
+    """An instant as ISO-8601 UTC with Z, rounded up to the next whole second."""
+    return datetime.fromtimestamp(math.ceil(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _import_body(name, email, tags, photo, phone, envoy_id, created_by_envoy, send_invite):
+    if created_by_envoy and not name.endswith(NAME_SUFFIX):
+        name += NAME_SUFFIX
+    details = {
+        "phoneNumber": phone,
+        "createdBy": CREATED_BY_ENVOY if created_by_envoy else None,
+        "envoyId": envoy_id,
+    }
+    details = {key: value for key, value in details.items() if value}
+    item = {"name": name, "email": email, "tags": list(tags)}
+    if photo and len(photo) < MAX_PHOTO_URL:
+        item["photo"] = photo
+    if details:
+        item["details"] = details
+    return {"sendInvite": bool(send_invite), "items": [item], "tags": list(tags)}
+
+
+def _imported(data):
+    items = data.get("items") or []
+    if not items or not items[0].get("id"):
+        raise ProxyError("the import answer names no person", call=f"POST {IMPORT_PATH}")
+    return items[0]

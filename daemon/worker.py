@@ -1,0 +1,152 @@
+"""`run_due`: claim due outbox actions, carry each out, record the outcome.
+
+Called by the scheduler's alarm, by its sweep, once at start-up (catch-up), and inline by a
+webhook for its own fresh actions. Failures are recorded and retried with backoff; an ending
+(revoke) is never given up; an Envoy job update is given up after a day of trying.
+"""
+
+import logging
+import time
+
+from daemon import grants, outbox
+from daemon.envoy_client import EnvoyError
+from daemon.issuing import GrantMoved, issue, revoke
+from daemon.outcomes import grant_attachments, grant_message
+from daemon.proxy_access import NotConfigured
+from daemon.proxy_client import ProxyAuthError, ProxyError, ProxyRateLimited, ProxyUnavailable
+from db import Action, Grant, Install, database, now_epoch
+
+log = logging.getLogger("envoy_proxy.worker")
+
+BATCH = 100
+JOB_UPDATE_ATTEMPTS = 20
+
+
+def _run_issue(ctx, action: Action, now: int) -> str:
+    grant = Grant.get_by_id(action.grant_id)
+    if grant.state not in grants.LIVE_STATES:
+        return "skipped: grant closed"
+    if grant.ends_at is not None and grant.ends_at <= now and grant.state == "pending":
+        with database.atomic():
+            grants.cancel(grant, now)
+        return "skipped: window over before issue"
+    return issue(ctx, grant, now)
+
+
+def _run_revoke(ctx, action: Action, now: int) -> str:
+    grant = Grant.get_by_id(action.grant_id)
+    if grant.state == "pending":
+        with database.atomic():
+            grants.cancel(grant, now)
+        return "cancelled before issue"
+    if grant.state != "active":
+        return "skipped: grant already closed"
+    return revoke(ctx, grant, now)
+
+
+def _run_job_update(ctx, action: Action, now: int) -> str:
+    if ctx.envoy is None:
+        raise NotConfigured("ENVOY_CLIENT_ID is not set: Envoy job updates cannot be sent")
+    payload = action.payload
+    ctx.envoy.update_job(
+        payload["job_id"],
+        payload["status"],
+        message=payload.get("message"),
+        failure_reason=payload.get("failure_reason"),
+        attachments=payload.get("attachments"),
+    )
+    return f"job {payload['job_id']} {payload['status']}"
+
+
+EXECUTORS = {grants.ISSUE: _run_issue, grants.REVOKE: _run_revoke, "job_update": _run_job_update}
+
+
+def _follow_up_job(action: Action, now: int, failure: str | None = None) -> None:
+    """An event answered 202 waits for this action: tell Envoy how it ended."""
+    job_id = action.payload.get("job_id")
+    if not job_id or action.grant_id is None:
+        return
+    grant = Grant.get_by_id(action.grant_id)
+    install = Install.get_or_none(install_id=grant.install_id)
+    body = {"job_id": job_id, "attachments": grant_attachments(grant, install)}
+    if failure:
+        body.update(status="failed", message="Proxy access failed", failure_reason=failure)
+    else:
+        body.update(status="done", message=grant_message(grant, now))
+    outbox.enqueue("job_update", action.install_id, now, payload=body)
+
+
+def _is_ending(action: Action) -> bool:
+    return action.kind == grants.REVOKE
+
+
+def execute(ctx, action: Action, now: int, *, inline: bool = False) -> bool:
+    """Run one claimed action; True when it is finished (done or given up).
+
+    `inline`: a webhook runs it and reports the outcome in its own answer, so no later Envoy
+    job update is needed.
+    """
+    started = time.monotonic()
+    try:
+        note = EXECUTORS[action.kind](ctx, action, now)
+    except ProxyRateLimited as error:
+        outbox.fail(action, now, str(error), retry_after=error.retry_after)
+    except (ProxyUnavailable, ProxyAuthError, GrantMoved, EnvoyError) as error:
+        outbox.fail(action, now, str(error), dead=_gives_up(action, error))
+    except (ProxyError, NotConfigured) as error:
+        # A refusal that retrying cannot cure; an ending is still retried (an admin can fix).
+        dead = not _is_ending(action)
+        outbox.fail(action, now, str(error), dead=dead)
+        if dead:
+            with database.atomic():
+                _record_grant_error(action, str(error))
+                if not inline:
+                    _follow_up_job(action, now, failure=str(error))
+    except Exception as error:  # a bug must not stop the other actions
+        log.exception("action %s (%s) crashed", action.id, action.kind)
+        outbox.fail(action, now, f"internal error: {error!r}")
+    else:
+        with database.atomic():
+            outbox.complete(action, now, note=None)
+            if not inline:
+                _follow_up_job(action, now)
+        log.info(
+            "action %s %s grant=%s: %s (%.0f ms, %d s late)",
+            action.id,
+            action.kind,
+            action.grant_id,
+            note,
+            (time.monotonic() - started) * 1000,
+            max(0, now - action.due_at),
+        )
+        ctx.metrics.action_done(action.kind, now - action.due_at)
+        return True
+    log.warning("action %s %s failed (attempt %d)", action.id, action.kind, action.attempts + 1)
+    return False
+
+
+def _gives_up(action: Action, error: Exception) -> bool:
+    return action.kind == "job_update" and action.attempts + 1 >= JOB_UPDATE_ATTEMPTS
+
+
+def _record_grant_error(action: Action, error: str) -> None:
+    if action.grant_id is not None:
+        Grant.update(last_error=error[:500]).where(Grant.id == action.grant_id).execute()
+
+
+def run_due(ctx, now: int | None = None) -> int | None:
+    """Run every due action; return the next due instant (for the alarm)."""
+    while True:
+        moment = now if now is not None else now_epoch()
+        claimed = outbox.claim_due(moment, BATCH)
+        for action in claimed:
+            execute(ctx, action, moment)
+        if len(claimed) < BATCH:
+            break
+    return outbox.next_due()
+
+
+def run_inline(ctx, action_ids: list[int], now: int) -> None:
+    """Run a webhook's own due actions before it answers, if nobody else has claimed them."""
+    for action in outbox.claim_due(now, len(action_ids), ids=action_ids):
+        execute(ctx, action, now, inline=True)

@@ -1,0 +1,76 @@
+"""Envoy's signed POST routes: cap, verify, parse, call one domain function, answer.
+
+The signature is checked on the raw bytes before anything is parsed or stored. Each route is
+a row of `ROUTES`; handlers take `(ctx, request, **url_args)` and return an `Answer`.
+"""
+
+import json
+import logging
+import time
+
+from bottle import Bottle, request
+
+import db
+from daemon.context import Context
+from daemon.envoy_request import Answer, BadRequest, EnvoyRequest
+from daemon.events import handle_event
+from web.responses import json_response
+from web.signature import signature_is_valid
+
+log = logging.getLogger("envoy_proxy.web")
+
+
+ROUTES = {
+    "/envoy/events": handle_event,
+}
+
+
+def _read_body(cap: int) -> bytes | None:
+    length = request.content_length
+    if length is not None and length > cap:
+        return None
+    body = request.body.read(cap + 1)
+    return None if len(body) > cap else body
+
+
+def _envoy_view(ctx: Context, handler):
+    def view(**url_args):
+        started = time.monotonic()
+        raw = _read_body(ctx.config.max_body_bytes)
+        if raw is None:
+            return json_response(413, {"message": "request body too large"})
+        if not signature_is_valid(
+            ctx.config.client_secret, raw, request.get_header("X-Envoy-Signature")
+        ):
+            log.warning("rejected %s: missing or wrong X-Envoy-Signature", request.path)
+            return json_response(401, {"message": "missing or wrong X-Envoy-Signature"})
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return json_response(400, {"message": "the body is not valid JSON"})
+        if not isinstance(body, dict):
+            return json_response(400, {"message": "the body must be a JSON object"})
+        envoy_request = None
+        try:
+            envoy_request = EnvoyRequest.from_body(body)
+            with db.database.connection_context():
+                answer = handler(ctx, envoy_request, **url_args)
+        except BadRequest as error:
+            answer = Answer.message(error.status, str(error))
+        log.info(
+            "%s %s install=%s job=%s -> %d in %.0f ms",
+            request.path,
+            envoy_request.event or "" if envoy_request else "",
+            envoy_request.install_id if envoy_request else "-",
+            envoy_request.job_id if envoy_request else "-",
+            answer.status,
+            (time.monotonic() - started) * 1000,
+        )
+        return json_response(answer.status, answer.body)
+
+    return view
+
+
+def install(app: Bottle, ctx: Context) -> None:
+    for path, handler in ROUTES.items():
+        app.route(path, "POST", _envoy_view(ctx, handler))
