@@ -53,9 +53,13 @@ def _issue_visitor(install, grant, client, tags, settings, now) -> tuple[dict, l
     added = [group for group, tag in tags.items() if tag not in have]
     for group in added:
         client.add_to_group(group, person["id"])
-    if person.get("status") != "active":
-        client.schedule_status(person["id"], "active", now)
+    _activate(client, person["id"], now)
     return person, sorted(set(added) | set(grant.added_group_ids))
+
+
+def _activate(client: ProxyClient, person_id: str, now: int) -> None:
+    """Schedule `active` even if Proxy says active now: a suspension may be seconds away."""
+    client.schedule_status(person_id, "active", now)
 
 
 def _renew_safety_net(client: ProxyClient, grant: Grant, person_id: str, now: int) -> int | None:
@@ -99,8 +103,7 @@ def issue(ctx, grant: Grant, now: int) -> str:
                 "not_found",
                 f"no Proxy person with email {grant.email}: add the employee in Proxy",
             )
-        if person.get("status") != "active":
-            client.schedule_status(person["id"], "active", now)
+        _activate(client, person["id"], now)
         added = []
     else:
         tags = ctx.proxy.group_tags(install, client, grant.group_ids)
