@@ -87,6 +87,29 @@ def _cmd_serve(args) -> int:
     return serve(config.load(args))
 
 
+def _run_simulator(argv: list[str]) -> int:
+    from sandbox import envoy
+
+    return envoy.main(argv)
+
+
+def _run_proxy_sandbox(argv: list[str]) -> int:
+    from sandbox import proxy
+
+    return proxy.main(argv)
+
+
+# Commands whose own parser reads the rest of the line: (words, help, run).
+PASSTHROUGH = (
+    (
+        ("simulate",),
+        "send a signed test event to a running daemon (Envoy simulator)",
+        _run_simulator,
+    ),
+    (("sandbox", "proxy"), "run the Proxy API sandbox (--listen HOST:PORT)", _run_proxy_sandbox),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="envoy-proxy",
@@ -97,10 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser = commands.add_parser("serve", help="run the daemon")
     config.add_arguments(serve_parser)
     serve_parser.set_defaults(run=_cmd_serve)
+    for words, help_text, _ in PASSTHROUGH:
+        commands.add_parser(" ".join(words), help=help_text)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    for words, _, run in PASSTHROUGH:
+        if tuple(argv[: len(words)]) == words:
+            return run(argv[len(words) :])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -159,3 +159,19 @@ def cancel(grant: Grant, now: int) -> None:
     Action.update(done=True, outcome="cancelled", done_at=now, claimed_until=None).where(
         (Action.grant == grant) & (Action.done == False)  # noqa: E712
     ).execute()
+
+
+def end_now(grant: Grant, now: int) -> Action | None:
+    """End a live grant now through the outbox (an admin's revoke); call in a transaction.
+
+    Returns the revoke action to run, or None when the grant was cancelled outright (never
+    issued) or was already closed.
+    """
+    if grant.state not in LIVE_STATES:
+        return None
+    issue = pending_action(grant, ISSUE)
+    if grant.state == "pending" and (issue is None or not _claimed(issue, now)):
+        cancel(grant, now)
+        return None
+    Grant.update(ends_at=now, updated_at=now).where(Grant.id == grant.id).execute()
+    return _ensure_action(grant, REVOKE, now)

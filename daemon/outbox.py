@@ -94,6 +94,20 @@ def fail(action: Action, now: int, error: str, *, retry_after: float = 0, dead: 
         Action.update(**changes).where(Action.id == action.id).execute()
 
 
+def retry(action_ids: list[int], now: int) -> int:
+    """Run these actions again at once, including ones that were given up (dead)."""
+    with database.atomic():
+        return (
+            Action.update(
+                next_attempt_at=now, claimed_until=None, done=False, outcome=None, done_at=None
+            )
+            .where(
+                Action.id.in_(action_ids) & ((Action.done == False) | (Action.outcome == "dead"))  # noqa: E712
+            )
+            .execute()
+        )
+
+
 def release_claims() -> int:
     """Drop every lease: called at start, when no runner of a previous process can be alive."""
     with database.atomic():

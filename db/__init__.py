@@ -6,7 +6,7 @@ start) so that tests, the CLI and the daemon open whichever file they are given.
 
 from db.connection import close_database, database, open_database
 from db.migrations import SCHEMA_VERSION, migrate, schema_version
-from db.models import Action, Event, Grant, Install, now_epoch
+from db.models import Action, Event, Grant, Install, Verification, WatchlistEntry, now_epoch
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -14,6 +14,8 @@ __all__ = [
     "Event",
     "Grant",
     "Install",
+    "Verification",
+    "WatchlistEntry",
     "close_database",
     "database",
     "migrate",

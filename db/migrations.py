@@ -62,6 +62,29 @@ STEPS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX action_claimed_until ON action (claimed_until)",
         ],
     ),
+    (
+        2,
+        "purpose registration, watchlist, verification decisions",
+        [
+            "ALTER TABLE install ADD COLUMN purpose_registered_at INTEGER",
+            """CREATE TABLE watchlist_entry (
+                id INTEGER NOT NULL PRIMARY KEY,
+                email VARCHAR(255), name_key VARCHAR(255), display_name VARCHAR(255),
+                reason TEXT NOT NULL, created_at INTEGER NOT NULL)""",
+            "CREATE INDEX watchlist_entry_email ON watchlist_entry (email)",
+            "CREATE INDEX watchlist_entry_name_key ON watchlist_entry (name_key)",
+            """CREATE TABLE verification (
+                id INTEGER NOT NULL PRIMARY KEY,
+                install_id VARCHAR(255) NOT NULL, entry_id VARCHAR(255),
+                decision VARCHAR(255) NOT NULL, reason TEXT,
+                watchlist_entry_id INTEGER
+                    REFERENCES watchlist_entry (id) ON DELETE SET NULL,
+                deadline_hit INTEGER NOT NULL, duration_ms INTEGER NOT NULL,
+                decided_at INTEGER NOT NULL)""",
+            "CREATE INDEX verification_install_id ON verification (install_id)",
+            "CREATE INDEX verification_decided_at ON verification (decided_at)",
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = STEPS[-1][0]

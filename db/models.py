@@ -56,6 +56,8 @@ class Install(BaseModel):
     updated_at = IntegerField(default=now_epoch)
     last_event_at = IntegerField(null=True)
     last_error = TextField(null=True)
+    # When Envoy accepted our `identity-verification` purpose (registered once per install).
+    purpose_registered_at = IntegerField(null=True)
 
 
 class Event(BaseModel):
@@ -128,3 +130,26 @@ class Action(BaseModel):
     outcome = CharField(null=True)  # done | cancelled | dead
     done_at = IntegerField(null=True)
     created_at = IntegerField(default=now_epoch)
+
+
+class WatchlistEntry(BaseModel):
+    """A person the identity-verification hook sends to manual review, and why."""
+
+    email = CharField(null=True, index=True)  # lower-cased
+    name_key = CharField(null=True, index=True)  # full name, lower-cased, single-spaced
+    display_name = CharField(null=True)
+    reason = TextField()
+    created_at = IntegerField(default=now_epoch)
+
+
+class Verification(BaseModel):
+    """One identity-verification decision: who (ids only), what, why and how long it took."""
+
+    install_id = CharField(index=True)
+    entry_id = CharField(null=True)
+    decision = CharField()  # approved | review
+    reason = TextField(null=True)
+    watchlist_entry = ForeignKeyField(WatchlistEntry, null=True, on_delete="SET NULL")
+    deadline_hit = BooleanField(default=False)
+    duration_ms = IntegerField()
+    decided_at = IntegerField(default=now_epoch, index=True)
