@@ -32,6 +32,16 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _proxy_trust(cfg: config.Config) -> dict:
+    """Forwarded headers are believed only from the configured reverse proxy."""
+    if not cfg.trusted_proxy:
+        return {}
+    return {
+        "trusted_proxy": cfg.trusted_proxy,
+        "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"},
+    }
+
+
 def _raise_system_exit(signum, frame):
     raise SystemExit(0)
 
@@ -60,11 +70,8 @@ def serve(cfg: config.Config) -> int:
         threads=8,
         # Our own check answers JSON first; this is the hard stop for chunked bodies.
         max_request_body_size=cfg.max_body_bytes + 65536,
-        trusted_proxy=cfg.trusted_proxy or None,
-        trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
-        if cfg.trusted_proxy
-        else None,
         clear_untrusted_proxy_headers=True,
+        **_proxy_trust(cfg),
     )
     # Waitress ignores SIGTERM unless a handler raises SystemExit; then it drains and returns.
     signal.signal(signal.SIGTERM, _raise_system_exit)
