@@ -13,26 +13,33 @@ import logging
 from peewee import IntegrityError
 
 from daemon import grants, outbox
+from daemon.envoy_client import EnvoyError, EnvoyUserClient
 from daemon.envoy_request import Answer, BadRequest, EnvoyRequest
 from daemon.installs import remember_install
 from daemon.outcomes import grant_attachments, grant_message
 from daemon.policy import VISITOR_EVENTS, Close, Ignore, Open, plan_visitor
+from daemon.protect import EMPLOYEE_EVENTS, is_employee_event, plan_employee
 from daemon.settings import Settings
-from daemon.visits import Visit
+from daemon.visits import Visit, usable_email
 from daemon.worker import run_inline
 from db import Action, Event, Grant, Install, database, now_epoch
 
 log = logging.getLogger("envoy_proxy.events")
 
 ENTRY_EVENTS = ("entry_sign_in", "entry_sign_out")
+PENDING = Answer.message(
+    202, "Proxy did not answer in time; the job is updated when the change is done"
+)
 
 
-def _plan(event: str, visit: Visit, settings: Settings, now: int):
-    if event not in VISITOR_EVENTS:
-        return Ignore(400, f"event {event!r} is not handled by this plugin")
-    if (event in ENTRY_EVENTS) != (visit.kind == "entries"):
+def _plan(event: str, visit: Visit, install: Install, now: int) -> tuple[object, str]:
+    """The plan for this event, and the kind of grant it concerns."""
+    if (event in ENTRY_EVENTS + EMPLOYEE_EVENTS) != (visit.kind == "entries"):
         raise BadRequest(f"`{event}` does not fit a payload of type {visit.kind!r}")
-    return plan_visitor(event, visit, settings, now)
+    settings = Settings.from_config(install.config or {})
+    if is_employee_event(event, visit):
+        return plan_employee(event, visit, settings, now, install.timezone), "employee"
+    return plan_visitor(event, visit, settings, now), "visitor"
 
 
 def _not_ready(install: Install) -> Ignore | None:
@@ -59,7 +66,7 @@ def _record(request: EnvoyRequest, visit: Visit | None, answer: Answer, now: int
 def _apply(request: EnvoyRequest, visit: Visit, now: int) -> tuple[Answer | None, Grant | None]:
     """The transaction: install, plan, grant rows, inbox row. Returns an answer or a grant."""
     install = remember_install(request, now, event=True)
-    plan = _plan(request.event, visit, Settings.from_config(install.config or {}), now)
+    plan, kind = _plan(request.event, visit, install, now)
     if not isinstance(plan, Ignore):
         plan = _not_ready(install) or plan
     if isinstance(plan, Ignore):
@@ -67,25 +74,20 @@ def _apply(request: EnvoyRequest, visit: Visit, now: int) -> tuple[Answer | None
         _record(request, visit, answer, now)
         return answer, None
     if isinstance(plan, Open):
-        grant = grants.open_window(request.install_id, plan, now)
-        if grant.state in ("ended", "cancelled") and request.event == "entry_sign_in":
-            answer = Answer.message(400, "the visitor already signed out; no credential issued")
+        grant = grants.open_window(request.install_id, plan, now, kind)
+        if grant.state in ("ended", "cancelled") and request.event.endswith("sign_in"):
+            answer = Answer.message(400, "already signed out; no access was given")
             _record(request, visit, answer, now)
             return answer, None
     else:
         assert isinstance(plan, Close)
-        grant = grants.close_window(request.install_id, plan, now)
+        grant = grants.close_window(request.install_id, plan, now, kind)
     # Provisional until the fast path has run; a crash before the update still answers 202.
     _record(request, visit, PENDING, now)
     Action.update(payload={"job_id": request.job_id}).where(
         (Action.grant == grant) & (Action.done == False)  # noqa: E712
     ).execute()
     return None, grant
-
-
-PENDING = Answer.message(
-    202, "Proxy did not answer in time; the job is updated when the change is done"
-)
 
 
 def _final_answer(grant: Grant, now: int) -> Answer:
@@ -115,6 +117,21 @@ def _final_answer(grant: Grant, now: int) -> Answer:
     )
 
 
+def _with_employee_email(ctx, request: EnvoyRequest, visit: Visit) -> Visit:
+    """Protect entries may lack an email: ask Envoy's user API for the employee's."""
+    if visit.email or not visit.employee_id or not is_employee_event(request.event, visit):
+        return visit
+    users = EnvoyUserClient.from_meta(ctx.config.envoy_base_url, request.meta)
+    if users is None:
+        return visit
+    try:
+        employee = users.get_employee(visit.employee_id)
+    except EnvoyError as error:
+        log.warning("employee %s: email lookup failed: %s", visit.employee_id, error)
+        return visit
+    return dataclasses.replace(visit, email=usable_email((employee or {}).get("email")))
+
+
 def handle_event(ctx, request: EnvoyRequest) -> Answer:
     """Answer one Envoy event (see ENVOY_PROTOCOL §4 for what each status means to Envoy)."""
     if not request.event:
@@ -125,7 +142,9 @@ def handle_event(ctx, request: EnvoyRequest) -> Answer:
     if previous is not None:
         return Answer(previous.status, previous.answer)
     now = now_epoch()
-    visit = Visit.from_payload(request.payload) if request.event in VISITOR_EVENTS else None
+    visit = None
+    if request.event in VISITOR_EVENTS + EMPLOYEE_EVENTS:
+        visit = _with_employee_email(ctx, request, Visit.from_payload(request.payload))
     try:
         with database.atomic():
             if visit is None:

@@ -99,9 +99,9 @@ def issue(ctx, grant: Grant, now: int) -> str:
         person = _find_person(client, grant)
         if person is None:
             raise ProxyNotFound(
-                404,
-                "not_found",
-                f"no Proxy person with email {grant.email}: add the employee in Proxy",
+                f"no Proxy person has the email {grant.email}: add the employee in Proxy",
+                status=404,
+                code="not_found",
             )
         _activate(client, person["id"], now)
         added = []

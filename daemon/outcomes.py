@@ -1,19 +1,21 @@
 """What Envoy's dashboard shows for a grant: the message and attachments of a job outcome."""
 
-from daemon.times import local_window
+from daemon.times import local_clock, local_window
 from db import Grant, Install
+
+
+def _window_text(grant: Grant, zone_name: str | None) -> str:
+    if grant.kind == "employee":
+        if grant.ends_at is None:
+            return "active, with no end set"
+        return f"until {local_clock(grant.ends_at, zone_name)} {zone_name or 'UTC'}"
+    return local_window(grant.starts_at, grant.ends_at, zone_name)
 
 
 def grant_attachments(grant: Grant, install: Install | None) -> list[dict]:
     zone_name = install.timezone if install else None
     label = "Protect access" if grant.kind == "employee" else "Proxy access"
-    attachments = [
-        {
-            "type": "text",
-            "label": label,
-            "value": local_window(grant.starts_at, grant.ends_at, zone_name),
-        }
-    ]
+    attachments = [{"type": "text", "label": label, "value": _window_text(grant, zone_name)}]
     if grant.proxy_person_id:
         attachments.append(
             {"type": "text", "label": "Proxy person", "value": grant.proxy_person_id}
