@@ -220,11 +220,9 @@ def test_limited_access_ends_at_sign_out_and_duplicates_change_nothing(daemon):
                                    signed_out_at=signed_in + 3600)  # fmt: skip
         assert daemon.send(sign_out).status_code == 200
         assert daemon.send(sign_out).status_code == 200
-    assert (
-        _statuses(_erin(daemon))
-        == ["active", "suspended", "suspended"][: len(_statuses(_erin(daemon)))]
-    )
-    assert _statuses(_erin(daemon))[-1] == "suspended"
+    # active at sign-in, suspended at sign-out, and Proxy's own net at the 8-hour limit;
+    # the duplicate deliveries added nothing.
+    assert _statuses(_erin(daemon)) == ["active", "suspended", "suspended"]
     assert [g.state for g in daemon.grants()] == ["ended"]
 
 
