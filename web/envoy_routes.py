@@ -14,6 +14,9 @@ import db
 from daemon.context import Context
 from daemon.envoy_request import Answer, BadRequest, EnvoyRequest
 from daemon.events import handle_event
+from daemon.options import handle_options, handle_selected
+from daemon.setup_steps import handle_step
+from daemon.verification import verify_identity
 from web.responses import json_response
 from web.signature import signature_is_valid
 
@@ -22,6 +25,10 @@ log = logging.getLogger("envoy_proxy.web")
 
 ROUTES = {
     "/envoy/events": handle_event,
+    "/envoy/hooks/identity-verification": verify_identity,
+    "/envoy/setup/<step>": handle_step,
+    "/envoy/options/<name>": handle_options,
+    "/envoy/selected/<name>": handle_selected,
 }
 
 
