@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.proxy_sandbox",
     "tests.fixtures.envoy_sim",
     "tests.fixtures.daemon",
+    "tests.fixtures.daemon_process",
 ]
