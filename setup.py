@@ -6,7 +6,8 @@ from pathlib import Path
 from setuptools import setup
 
 VERSION = re.search(
-    r'__version__ = "([^"]+)"', Path(__file__).with_name("daemon").joinpath("__init__.py").read_text()
+    r'__version__ = "([^"]+)"',
+    Path(__file__).with_name("daemon").joinpath("__init__.py").read_text(),
 ).group(1)
 
 setup(

@@ -178,7 +178,7 @@ def _run_fast_path(ctx, grant: Grant, now: int) -> Answer:
             (Action.grant == grant) & (Action.done == False) & (Action.next_attempt_at <= now)  # noqa: E712
         )
     ]
-    if due:
+    if due and ctx.config.inline_budget > 0:
         inline_ctx = dataclasses.replace(ctx, proxy=ctx.proxy.limited(ctx.config.inline_budget))
         run_inline(inline_ctx, due, now)
     return _final_answer(Grant.get_by_id(grant.id), now)

@@ -39,12 +39,26 @@ class ProxyAccess:
         return view
 
     def client(self, install: Install) -> ProxyClient:
-        retry_budget = self.retry_budget
         settings = Settings.from_config(install.config or {})
         if not (settings.proxy_app_key and install.proxy_secret and settings.proxy_org_id):
             raise NotConfigured("Proxy access is not set up: complete the Proxy Access step")
         if not settings.proxy_site_id:
             raise NotConfigured("no Proxy site is selected: complete the Site step")
+        return self._cached(install, settings)
+
+    def org_client(self, install: Install, config: dict | None = None) -> ProxyClient:
+        """A client for the install's org, scoped to its site only when one is chosen.
+
+        For setup steps and dropdowns, which run before the site is picked. `config` (the
+        request's `meta.config`) wins over the stored snapshot, key by key.
+        """
+        settings = Settings.from_config({**(install.config or {}), **(config or {})})
+        if not (settings.proxy_app_key and install.proxy_secret and settings.proxy_org_id):
+            raise NotConfigured("Proxy access is not set up: complete the Proxy Access step")
+        return self._cached(install, settings)
+
+    def _cached(self, install: Install, settings: Settings) -> ProxyClient:
+        retry_budget = self.retry_budget
         fingerprint = hashlib.sha256(install.proxy_secret.encode()).hexdigest()[:16]
         key = (
             install.install_id,

@@ -7,6 +7,7 @@ webhook for its own fresh actions. Failures are recorded and retried with backof
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from daemon import grants, outbox
 from daemon.envoy_client import EnvoyError
@@ -19,6 +20,7 @@ from db import Action, Grant, Install, database, now_epoch
 log = logging.getLogger("envoy_proxy.worker")
 
 BATCH = 100
+WORKERS = 8  # Proxy calls are I/O: threads overlap their waits
 JOB_UPDATE_ATTEMPTS = 20
 
 
@@ -134,15 +136,30 @@ def _record_grant_error(action: Action, error: str) -> None:
         Grant.update(last_error=error[:500]).where(Grant.id == action.grant_id).execute()
 
 
-def run_due(ctx, now: int | None = None) -> int | None:
-    """Run every due action; return the next due instant (for the alarm)."""
-    while True:
-        moment = now if now is not None else now_epoch()
-        claimed = outbox.claim_due(moment, BATCH)
-        for action in claimed:
+def _run_group(ctx, actions: list[Action], moment: int) -> None:
+    """One person's actions, in order, on this thread's own database connection."""
+    with database.connection_context():
+        for action in actions:
             execute(ctx, action, moment)
-        if len(claimed) < BATCH:
-            break
+
+
+def run_due(ctx, now: int | None = None, workers: int = WORKERS) -> int | None:
+    """Run every due action; return the next due instant (for the alarm).
+
+    A claimed batch runs on `workers` threads, grouped by lock key so that one person's
+    actions stay in order on one thread while different people's run side by side.
+    """
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="outbox") as pool:
+        while True:
+            moment = now if now is not None else now_epoch()
+            claimed = outbox.claim_due(moment, BATCH)
+            groups: dict[object, list[Action]] = {}
+            for action in claimed:
+                groups.setdefault(action.lock_key or ("action", action.id), []).append(action)
+            for future in [pool.submit(_run_group, ctx, g, moment) for g in groups.values()]:
+                future.result()
+            if len(claimed) < BATCH:
+                break
     return outbox.next_due()
 
 
