@@ -149,7 +149,10 @@ def run_due(ctx, now: int | None = None, workers: int = WORKERS) -> int | None:
     A claimed batch runs on `workers` threads, grouped by lock key so that one person's
     actions stay in order on one thread while different people's run side by side.
     """
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="outbox") as pool:
+    with (
+        database.connection_context(),
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="outbox") as pool,
+    ):
         while True:
             moment = now if now is not None else now_epoch()
             claimed = outbox.claim_due(moment, BATCH)
@@ -160,7 +163,7 @@ def run_due(ctx, now: int | None = None, workers: int = WORKERS) -> int | None:
                 future.result()
             if len(claimed) < BATCH:
                 break
-    return outbox.next_due()
+        return outbox.next_due()
 
 
 def run_inline(ctx, action_ids: list[int], now: int) -> None:
