@@ -1,8 +1,8 @@
 """The composition root: `envoy-proxy <command>`; `serve` wires and runs the daemon.
 
 Order at start: config → logging → key → database (open, migrate) → catch up overdue work →
-scheduler → serve. Order at stop (SIGTERM/SIGINT): stop serving (Waitress drains in-flight
-requests) → stop the scheduler → close the database → exit 0.
+scheduler → READY=1 to systemd → serve. Order at stop (SIGTERM/SIGINT): STOPPING=1 → stop
+serving (Waitress drains in-flight requests) → stop the scheduler → close the database → exit 0.
 """
 
 import argparse
@@ -13,7 +13,7 @@ import sys
 import waitress
 
 import db
-from daemon import __version__, config
+from daemon import __version__, admin, config, notify, plugin_manifest
 from daemon.context import Context
 from daemon.logs import setup_logging
 from daemon.outbox import next_due, release_claims
@@ -76,12 +76,20 @@ def serve(cfg: config.Config) -> int:
     # Waitress ignores SIGTERM unless a handler raises SystemExit; then it drains and returns.
     signal.signal(signal.SIGTERM, _raise_system_exit)
     signal.signal(signal.SIGINT, _raise_system_exit)
+    watchdog = None
     try:
         alarm.start(first_due)
+        # Pings only while the alarm thread lives and due work runs (APScheduler's thread can
+        # die while it still says `running`).
+        watchdog = notify.start_watchdog(alarm.healthy)
         log.info("envoy-proxy %s serving on http://%s:%d (db %s)", __version__, host, port, cfg.db)
+        notify.ready(f"serving on {host}:{port}")
         server.run()
     finally:
+        notify.stopping()
         log.info("stopping: closing the listener, the scheduler and the database")
+        if watchdog is not None:
+            watchdog.stop()
         server.close()
         alarm.shutdown()
         ctx.proxy.close()
@@ -100,6 +108,12 @@ def _run_simulator(argv: list[str]) -> int:
     return envoy.main(argv)
 
 
+def _run_demo(argv: list[str]) -> int:
+    from daemon import demo
+
+    return demo.main(argv)
+
+
 def _run_proxy_sandbox(argv: list[str]) -> int:
     from sandbox import proxy
 
@@ -108,6 +122,11 @@ def _run_proxy_sandbox(argv: list[str]) -> int:
 
 # Commands whose own parser reads the rest of the line: (words, help, run).
 PASSTHROUGH = (
+    (
+        ("demo",),
+        "the whole product on this machine: sandbox, simulator, daemon, scenario",
+        _run_demo,
+    ),
     (
         ("simulate",),
         "send a signed test event to a running daemon (Envoy simulator)",
@@ -127,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser = commands.add_parser("serve", help="run the daemon")
     config.add_arguments(serve_parser)
     serve_parser.set_defaults(run=_cmd_serve)
+    manifest_parser = commands.add_parser(
+        "manifest", help="print what to enter in Envoy's Dev Dashboard (URLs, steps, fields)"
+    )
+    plugin_manifest.add_arguments(manifest_parser)
+    manifest_parser.set_defaults(run=plugin_manifest.run)
+    admin.register(commands)
     for words, help_text, _ in PASSTHROUGH:
         commands.add_parser(" ".join(words), help=help_text)
     return parser

@@ -7,7 +7,7 @@ from bottle import Bottle
 import db
 from daemon import __version__
 from daemon.context import Context
-from web import envoy_routes
+from web import admin_routes, envoy_routes
 from web.responses import error_body, json_response
 
 log = logging.getLogger("envoy_proxy.web")
@@ -17,6 +17,7 @@ def create_app(ctx: Context) -> Bottle:
     app = Bottle()
     app.default_error_handler = error_body
     envoy_routes.install(app, ctx)
+    admin_routes.install(app, ctx)
     app.route("/healthz", "GET", lambda: healthz())
     return app
 

@@ -1,0 +1,326 @@
+"""The facts behind `/status`, `/status.json` and `envoy-proxy status`, read from the database.
+
+Reads only, in one snapshot. Every list is bounded and answered from an index (grants by
+`state`, the outbox by `(done, next_attempt_at)`, verifications by `decided_at`), so the page
+stays fast whatever the number of rows. Instants come as `{"epoch", "iso", "local"}`, `local`
+in the zone of the install the row belongs to. Secrets are never read: the install's
+encrypted Proxy secret is not selected, and known secrets are masked in error texts.
+"""
+
+import os
+from datetime import datetime
+
+from peewee import JOIN, SQL, fn
+
+import db
+from daemon import __version__, outbox
+from daemon.outbox import FLAG_AFTER_ATTEMPTS
+from daemon.times import iso_utc, zone
+from daemon.watchlist import count as watchlist_size
+from db import Action, Grant, Install, Verification
+
+LIST_LIMIT = 100
+UPCOMING_LIMIT = 50
+VERIFICATION_LIMIT = 20
+
+
+def moment(epoch: int | None, zone_name: str | None) -> dict | None:
+    """An instant for scripts (epoch, ISO UTC) and for people (local time in `zone_name`)."""
+    if epoch is None:
+        return None
+    local = datetime.fromtimestamp(epoch, zone(zone_name))
+    return {
+        "epoch": int(epoch),
+        "iso": iso_utc(int(epoch)),
+        "local": local.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+class _Masker:
+    def __init__(self, secrets):
+        self.secrets = [s for s in secrets if s and len(s) >= 4]
+
+    def __call__(self, text: str | None) -> str | None:
+        if text is None:
+            return None
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _file_size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
+
+
+def _zones(install_ids) -> dict[str, str | None]:
+    ids = sorted({i for i in install_ids if i})
+    if not ids:
+        return {}
+    rows = Install.select(Install.install_id, Install.timezone).where(Install.install_id.in_(ids))
+    return {row.install_id: row.timezone for row in rows}
+
+
+def _home_zone() -> str:
+    """The zone shared by every install (most sites have one), else UTC."""
+    zones = [row.timezone for row in Install.select(Install.timezone).distinct().limit(2)]
+    return zones[0] if len(zones) == 1 and zones[0] else "UTC"
+
+
+def _install(row: Install, mask) -> dict:
+    config = row.config if isinstance(row.config, dict) else {}
+    mapping = config.get("visitor_mapping")
+    flows = sorted(str(f) for f in mapping) if isinstance(mapping, dict) else []
+    tz = row.timezone
+    return {
+        "install_id": row.install_id,
+        "company_id": row.company_id,
+        "company_name": row.company_name,
+        "location_id": row.location_id,
+        "location_name": row.location_name,
+        "timezone": tz or "UTC",
+        "site_id": config.get("proxy_site_id"),
+        "site_name": config.get("proxy_site_name"),
+        "flows": flows,
+        "flows_count": len(flows),
+        "last_event_at": moment(row.last_event_at, tz),
+        "last_error": mask(row.last_error),
+        "purpose_registered": row.purpose_registered_at is not None,
+        "purpose_registered_at": moment(row.purpose_registered_at, tz),
+    }
+
+
+def _grant(row: Grant, zones: dict, mask) -> dict:
+    tz = zones.get(row.install_id)
+    return {
+        "id": row.id,
+        "install_id": row.install_id,
+        "kind": row.kind,
+        "subject": row.subject,
+        "state": row.state,
+        "full_name": row.full_name,
+        "email": row.email,
+        "proxy_person_id": row.proxy_person_id,
+        "starts_at": moment(row.starts_at, tz),
+        "ends_at": moment(row.ends_at, tz),
+        "last_error": mask(row.last_error),
+    }
+
+
+def _action(row: Action, zones: dict, mask) -> dict:
+    tz = zones.get(row.install_id)
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "install_id": row.install_id,
+        "grant_id": row.grant_id,
+        "full_name": row.grant_name,
+        "attempts": row.attempts,
+        "outcome": row.outcome,
+        "reason": mask(row.last_error),
+        "due_at": moment(row.due_at, tz),
+        "next_attempt_at": None if row.done else moment(row.next_attempt_at, tz),
+        "done_at": moment(row.done_at, tz),
+    }
+
+
+def _verification(row: Verification, zones: dict, mask) -> dict:
+    return {
+        "id": row.id,
+        "install_id": row.install_id,
+        "entry_id": row.entry_id,
+        "decision": row.decision,
+        "reason": mask(row.reason),
+        "watchlist_entry_id": row.watchlist_entry_id,
+        "deadline_hit": bool(row.deadline_hit),
+        "duration_ms": row.duration_ms,
+        "decided_at": moment(row.decided_at, zones.get(row.install_id)),
+    }
+
+
+_GRANT_FIELDS = (
+    Grant.id,
+    Grant.install_id,
+    Grant.kind,
+    Grant.subject,
+    Grant.state,
+    Grant.full_name,
+    Grant.email,
+    Grant.proxy_person_id,
+    Grant.starts_at,
+    Grant.ends_at,
+    Grant.last_error,
+)
+
+
+def _actions_with_names(where, order, limit: int, *extra) -> list[Action]:
+    query = (
+        Action.select(Action, Grant.full_name.alias("grant_name"), *extra)
+        .join(Grant, JOIN.LEFT_OUTER, on=(Action.grant == Grant.id))
+        .where(where)
+        .order_by(*order)
+        .limit(limit)
+        .objects()
+    )
+    return list(query)
+
+
+def _dead_actions(where, limit: int) -> tuple[list[Action], int]:
+    """The newest dead actions and how many there are, from a single pass over the table.
+
+    Nothing indexes `outcome`, so finding dead actions reads the table; the window count
+    saves a second pass.
+    """
+    rows = _actions_with_names(
+        where, (Action.id.desc(),), limit, fn.COUNT(SQL("*")).over().alias("total")
+    )
+    return rows, (rows[0].total if rows else 0)
+
+
+def gather(
+    now: int,
+    *,
+    started_at: float | None = None,
+    scheduler_alive: bool | None = None,
+    scheduler_next_due: int | None = None,
+    secrets=(),
+    limit: int = LIST_LIMIT,
+) -> dict:
+    """Every fact of the status page as JSON-ready data; call with a connection open.
+
+    `scheduler_alive` is None where no scheduler runs in this process (the CLI).
+    """
+    mask = _Masker(secrets)
+    pending = Action.done == False  # noqa: E712 (peewee expression)
+    failing = pending & (Action.attempts >= FLAG_AFTER_ATTEMPTS)
+    # No index covers `outcome`: one scan, which also counts (see _dead_actions).
+    dead = Action.outcome == "dead"
+    # One read transaction: the counts and the lists describe the same instant.
+    with db.database.atomic("DEFERRED"):
+        home = _home_zone()
+        installs = list(
+            Install.select(
+                Install.install_id,
+                Install.company_id,
+                Install.company_name,
+                Install.location_id,
+                Install.location_name,
+                Install.timezone,
+                Install.config,
+                Install.last_event_at,
+                Install.last_error,
+                Install.purpose_registered_at,
+            )
+            .order_by(Install.install_id)
+            .limit(limit)
+        )
+        active = list(
+            Grant.select(*_GRANT_FIELDS)
+            .where(Grant.state == "active")
+            .order_by(Grant.id.desc())
+            .limit(limit)
+        )
+        # A pending grant's activation is its pending issue action: walking the outbox index
+        # in due order gives the soonest first without sorting every pending grant.
+        upcoming = list(
+            Grant.select(*_GRANT_FIELDS, Action.next_attempt_at.alias("activates_at"))
+            .join(Action, on=(Action.grant == Grant.id))
+            .where(pending & (Action.kind == "issue") & (Grant.state == "pending"))
+            .order_by(Action.next_attempt_at, Action.id)
+            .limit(min(limit, UPCOMING_LIMIT))
+            .objects()
+        )
+        failing_rows = _actions_with_names(failing, (Action.next_attempt_at, Action.id), limit)
+        dead_rows, dead_count = _dead_actions(dead, limit)
+        verifications = list(
+            Verification.select()
+            .order_by(Verification.decided_at.desc(), Verification.id.desc())
+            .limit(VERIFICATION_LIMIT)
+        )
+        counts = {
+            "installs": Install.select().count(),
+            "grants_active": Grant.select().where(Grant.state == "active").count(),
+            "grants_pending": Grant.select().where(Grant.state == "pending").count(),
+            "actions_pending": Action.select().where(pending).count(),
+            "actions_failing": Action.select().where(failing).count(),
+            "actions_dead": dead_count,
+            "watchlist": watchlist_size(),
+        }
+        next_due = outbox.next_due()
+        schema = db.schema_version()
+        zones = {row.install_id: row.timezone for row in installs}
+        zones.update(
+            _zones(
+                [g.install_id for g in active + upcoming]
+                + [a.install_id for a in failing_rows + dead_rows]
+                + [v.install_id for v in verifications]
+            )
+        )
+
+    path = db.database.database
+    upcoming_facts = []
+    for row in upcoming:
+        fact = _grant(row, zones, mask)
+        fact["activates_at"] = moment(row.activates_at, zones.get(row.install_id))
+        upcoming_facts.append(fact)
+    uptime = None if started_at is None else max(0, int(now - started_at))
+    return {
+        "version": __version__,
+        "now": moment(now, home),
+        "zone": home,
+        "started_at": moment(int(started_at), home) if started_at is not None else None,
+        "uptime_seconds": uptime,
+        "database": {
+            "path": os.path.abspath(path) if path and path != ":memory:" else path,
+            "size_bytes": _file_size(path),
+            "wal_bytes": _file_size(f"{path}-wal"),
+            "schema_version": schema,
+            "schema_expected": db.SCHEMA_VERSION,
+        },
+        "scheduler": {
+            "alive": scheduler_alive,
+            "alarm_at": moment(scheduler_next_due, home),
+            "next_due": moment(next_due, home),
+        },
+        "counts": counts,
+        "limit": limit,
+        "installs": [_install(row, mask) for row in installs],
+        "grants": {
+            "active": [_grant(row, zones, mask) for row in active],
+            "upcoming": upcoming_facts,
+        },
+        "actions": {
+            "failing": [_action(row, zones, mask) for row in failing_rows],
+            "dead": [_action(row, zones, mask) for row in dead_rows],
+            "flag_after_attempts": FLAG_AFTER_ATTEMPTS,
+        },
+        "verifications": [_verification(row, zones, mask) for row in verifications],
+        "watchlist": {"size": counts["watchlist"]},
+    }
+
+
+def duration(seconds: int | None) -> str:
+    """`3d 4h 5m` for people."""
+    if seconds is None:
+        return "-"
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {minutes}m"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s"
+
+
+def size(count: int | None) -> str:
+    if count is None:
+        return "-"
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"  # unreachable, keeps type checkers calm

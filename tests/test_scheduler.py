@@ -1,0 +1,100 @@
+"""The alarm clock: one timer at the earliest due instant plus a sweep, never more jobs."""
+
+import threading
+import time
+
+import pytest
+
+from scheduler import Alarm
+
+
+class FakeWork:
+    """A run_due stand-in: counts calls and answers a scripted next due instant."""
+
+    def __init__(self, next_due=None, fail_first=False):
+        self.calls = 0
+        self.next_due = next_due
+        self.fail_first = fail_first
+        self.called = threading.Event()
+
+    def __call__(self):
+        self.calls += 1
+        self.called.set()
+        if self.fail_first and self.calls == 1:
+            raise RuntimeError("boom")
+        return self.next_due
+
+
+@pytest.fixture
+def alarm_factory():
+    alarms = []
+
+    def make(work, sweep_seconds=300):
+        alarm = Alarm(work, sweep_seconds=sweep_seconds)
+        alarms.append(alarm)
+        return alarm
+
+    yield make
+    for alarm in alarms:
+        alarm.shutdown()
+
+
+def test_past_due_work_runs_at_once_however_late(alarm_factory):
+    work = FakeWork()
+    alarm = alarm_factory(work)
+    alarm.start(next_due=int(time.time()) - 3600)  # an hour late: still runs
+    assert work.called.wait(5)
+
+
+def test_rearm_only_moves_the_timer_earlier(alarm_factory):
+    work = FakeWork()
+    alarm = alarm_factory(work)
+    now = int(time.time())
+    alarm.start(next_due=now + 3600)
+    alarm.rearm(now + 7200)
+    assert alarm.next_due == now + 3600
+    alarm.rearm(now + 60)
+    assert alarm.next_due == now + 60
+
+
+def test_the_scheduler_holds_two_jobs_whatever_the_pending_work(alarm_factory):
+    work = FakeWork()
+    alarm = alarm_factory(work)
+    now = int(time.time())
+    alarm.start(next_due=now + 3600)
+    for offset in range(1000):
+        alarm.rearm(now + 3600 - offset)
+    assert len(alarm._scheduler.get_jobs()) == 2  # the due timer and the sweep
+
+
+def test_a_failing_run_is_logged_and_the_next_due_is_armed(alarm_factory, caplog):
+    work = FakeWork(fail_first=True)
+    alarm = alarm_factory(work)
+    alarm.start(next_due=int(time.time()) - 1)
+    assert work.called.wait(5)
+    deadline = time.monotonic() + 5
+    while "running due work failed" not in caplog.text:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert alarm.healthy()
+
+
+def test_the_next_due_instant_returned_by_run_due_is_armed(alarm_factory):
+    later = int(time.time()) + 3600
+    work = FakeWork(next_due=later)
+    alarm = alarm_factory(work)
+    alarm.start(next_due=int(time.time()) - 1)
+    assert work.called.wait(5)
+    deadline = time.monotonic() + 5
+    while alarm.next_due != later:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_health_follows_the_scheduler_thread(alarm_factory):
+    alarm = alarm_factory(FakeWork())
+    assert not alarm.healthy()  # not started
+    alarm.start(next_due=None)
+    assert alarm.healthy()
+    alarm.shutdown()
+    assert not alarm.healthy()

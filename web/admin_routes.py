@@ -1,0 +1,146 @@
+"""The admin's views: `/status` (HTML), `/status.json` (the same facts) and `/metrics`.
+
+The status pages ask for HTTP Basic auth as user `admin` with ENVOY_PROXY_ADMIN_PASSWORD and
+stay closed (403) while no password is set. `/metrics` is open: keep it local through the
+reverse proxy. Handlers only check, read one report and format it.
+"""
+
+import hmac
+import json
+import logging
+import os
+import threading
+
+from bottle import Bottle, HTTPResponse, SimpleTemplate, parse_auth, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import db
+from daemon.context import Context
+from daemon.status_report import duration, gather, size
+from web.responses import json_response
+
+log = logging.getLogger("envoy_proxy.web")
+
+ADMIN_USER = "admin"
+REALM = "envoy-proxy"
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+# Even if a value ever escaped the template's escaping, the browser would run no script.
+HTML_HEADERS = {
+    "Content-Type": "text/html; charset=utf-8",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+NOT_CONFIGURED = (
+    "the status page is disabled: set ENVOY_PROXY_ADMIN_PASSWORD (or --admin-password) "
+    "and restart the daemon to enable it; then sign in as user 'admin'"
+)
+
+
+def credentials_match(header_auth, password: str) -> bool:
+    """Compare user and password in constant time, both of them, whatever the first says."""
+    user, given = header_auth or ("", "")
+    user, given = user or "", given or ""
+    user_ok = hmac.compare_digest(user.encode("utf-8"), ADMIN_USER.encode("utf-8"))
+    password_ok = hmac.compare_digest(given.encode("utf-8"), password.encode("utf-8"))
+    return user_ok & password_ok
+
+
+def when(stamp: dict | None) -> str:
+    return stamp["local"] if stamp else "—"
+
+
+class _Once:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __call__(self) -> bool:
+        with self._lock:
+            first, self._done = not self._done, True
+            return first
+
+
+def _denied(as_json: bool, status: int, message: str, headers=None) -> HTTPResponse:
+    if as_json:
+        answer = json_response(status, {"message": message})
+        for name, value in (headers or {}).items():
+            answer.set_header(name, value)
+        return answer
+    return HTTPResponse(
+        body=message + "\n",
+        status=status,
+        headers={
+            "Content-Type": "text/plain; charset=utf-8",
+            "Cache-Control": "no-store",
+            **(headers or {}),
+        },
+    )
+
+
+def install(app: Bottle, ctx: Context) -> None:
+    template = SimpleTemplate(name="status", lookup=[TEMPLATES])
+    warn_once = _Once()
+
+    def check(as_json: bool) -> HTTPResponse | None:
+        password = ctx.config.admin_password  # read each time: a test may swap the config
+        if not password:
+            if warn_once():
+                log.warning("GET %s refused: %s", request.path, NOT_CONFIGURED)
+            return _denied(as_json, 403, NOT_CONFIGURED)
+        # The header only: Bottle's `request.auth` would also believe a REMOTE_USER.
+        if not credentials_match(parse_auth(request.get_header("Authorization", "")), password):
+            log.warning("GET %s: wrong or missing admin credentials", request.path)
+            return _denied(
+                as_json,
+                401,
+                "sign in as user 'admin' with ENVOY_PROXY_ADMIN_PASSWORD",
+                {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
+            )
+        return None
+
+    def facts() -> dict:
+        with db.database.connection_context():
+            return gather(
+                db.now_epoch(),
+                started_at=ctx.started_at,
+                scheduler_alive=ctx.scheduler_healthy(),
+                scheduler_next_due=ctx.scheduler_next_due(),
+                secrets=ctx.config.secrets(),
+            )
+
+    def status_html():
+        denied = check(as_json=False)
+        if denied is not None:
+            return denied
+        body = template.render(facts=facts(), when=when, duration=duration, size=size)
+        return HTTPResponse(body=body, status=200, headers=HTML_HEADERS)
+
+    def status_json():
+        denied = check(as_json=True)
+        if denied is not None:
+            return denied
+        return HTTPResponse(
+            body=json.dumps(facts(), indent=1, ensure_ascii=False),
+            status=200,
+            headers={
+                "Content-Type": "application/json; charset=utf-8",
+                "Cache-Control": "no-store",
+            },
+        )
+
+    def metrics():
+        # The grant and action gauges read the database at scrape time.
+        with db.database.connection_context():
+            body = generate_latest(ctx.metrics.registry)
+        return HTTPResponse(
+            body=body,
+            status=200,
+            headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"},
+        )
+
+    app.route("/status", "GET", status_html)
+    app.route("/status.json", "GET", status_json)
+    app.route("/metrics", "GET", metrics)
