@@ -85,6 +85,13 @@ STEPS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX verification_decided_at ON verification (decided_at)",
         ],
     ),
+    (
+        3,
+        "index of given-up actions",
+        # The status page and every /metrics scrape count dead actions; without this they
+        # read the whole outbox (0.1 s at a million rows).
+        ["CREATE INDEX action_dead ON action (id) WHERE outcome = 'dead'"],
+    ),
 ]
 
 SCHEMA_VERSION = STEPS[-1][0]
