@@ -43,3 +43,5 @@ def setup_logging(level: str = "INFO", secrets: list[str] = ()) -> None:
     root.setLevel(level.upper())
     # Waitress logs each "Serving on" itself; keep its queue warnings, drop the chatter.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    # urllib3 logs whole URLs at DEBUG, and Proxy lookups carry a visitor's email in the query.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
