@@ -153,6 +153,39 @@ def meta(
     return {"event": event, **common, "job": job}
 
 
+RESOURCE_TYPES = {
+    "invite": "invites",
+    "employee": "employees",
+    "location": "locations",
+    "entry": "entries",
+}
+JOB_NOUNS = {"entries": "entry", "invites": "invite"}
+
+
+def _resource_event(
+    event, kind, resource_id, attributes, flow_id, related, numeric_ids, meta_kwargs
+) -> dict:
+    """`{meta, payload}` of an event about one JSON:API resource (an entry or an invite)."""
+    relationships = {"flow": _ref("flows", flow_id, numeric_ids)}
+    for name, related_id in related.items():
+        if related_id is not None:
+            relationships[name] = _ref(RESOURCE_TYPES[name], related_id, numeric_ids)
+    payload = {
+        "id": _id(resource_id, numeric_ids),
+        "type": kind,
+        "attributes": attributes,
+        "relationships": relationships,
+    }
+    body_meta = meta(
+        event,
+        location_id=related.get("location"),
+        numeric_ids=numeric_ids,
+        job_identifier=f"vr:{JOB_NOUNS[kind]}:{resource_id}",
+        **meta_kwargs,
+    )
+    return {"meta": body_meta, "payload": payload}
+
+
 def entry_event(
     event: str = "entry_sign_in",
     *,
@@ -190,27 +223,10 @@ def entry_event(
         "private-notes": None,
         "user-data": list(user_data or []),
     }
-    relationships = {"flow": _ref("flows", flow_id, numeric_ids)}
-    if invite_id is not None:
-        relationships["invite"] = _ref("invites", invite_id, numeric_ids)
-    if employee_id is not None:
-        relationships["employee"] = _ref("employees", employee_id, numeric_ids)
-    if location_id is not None:
-        relationships["location"] = _ref("locations", location_id, numeric_ids)
-    payload = {
-        "id": _id(entry_id, numeric_ids),
-        "type": "entries",
-        "attributes": attributes,
-        "relationships": relationships,
-    }
-    body_meta = meta(
-        event,
-        location_id=location_id,
-        numeric_ids=numeric_ids,
-        job_identifier=f"vr:entry:{entry_id}",
-        **meta_kwargs,
+    related = {"invite": invite_id, "employee": employee_id, "location": location_id}
+    return _resource_event(
+        event, "entries", entry_id, attributes, flow_id, related, numeric_ids, meta_kwargs
     )
-    return {"meta": body_meta, "payload": payload}
 
 
 def invite_event(
@@ -248,27 +264,10 @@ def invite_event(
         "private-notes": None,
         "user-data": [],
     }
-    relationships = {"flow": _ref("flows", flow_id, numeric_ids)}
-    if employee_id is not None:
-        relationships["employee"] = _ref("employees", employee_id, numeric_ids)
-    if location_id is not None:
-        relationships["location"] = _ref("locations", location_id, numeric_ids)
-    if entry_id is not None:
-        relationships["entry"] = _ref("entries", entry_id, numeric_ids)
-    payload = {
-        "id": _id(invite_id, numeric_ids),
-        "type": "invites",
-        "attributes": attributes,
-        "relationships": relationships,
-    }
-    body_meta = meta(
-        event,
-        location_id=location_id,
-        numeric_ids=numeric_ids,
-        job_identifier=f"vr:invite:{invite_id}",
-        **meta_kwargs,
+    related = {"employee": employee_id, "location": location_id, "entry": entry_id}
+    return _resource_event(
+        event, "invites", invite_id, attributes, flow_id, related, numeric_ids, meta_kwargs
     )
-    return {"meta": body_meta, "payload": payload}
 
 
 def route_body(
