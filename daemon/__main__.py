@@ -53,6 +53,7 @@ def serve(cfg: config.Config) -> int:
     db.open_database(cfg.db)
     with db.database.connection_context():
         db.migrate()
+        db.refresh_statistics()
         release_claims()  # a fresh process: no claim of a previous one is still alive
     ctx = Context.build(cfg, secretbox)
     # Catch up before serving: a daemon that was down when access should have ended ends it now.

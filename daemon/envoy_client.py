@@ -318,8 +318,11 @@ class EnvoyUserClient(_EnvoyAPI):
     @classmethod
     def from_meta(cls, base_url: str, meta: dict, **kwargs) -> "EnvoyUserClient | None":
         """A client with `meta.auth.access_token`, else `meta.forwarded_bearer_token`; or None."""
-        token = (meta.get("auth") or {}).get("access_token") or meta.get("forwarded_bearer_token")
-        return cls(base_url, str(token), **kwargs) if token else None
+        auth = meta.get("auth")
+        token = auth.get("access_token") if isinstance(auth, dict) else None
+        if not (isinstance(token, str) and token):
+            token = meta.get("forwarded_bearer_token")
+        return cls(base_url, token, **kwargs) if isinstance(token, str) and token else None
 
     def __repr__(self) -> str:
         return f"EnvoyUserClient({self.base_url!r})"

@@ -138,13 +138,30 @@ def close_window(install_id: str, plan: Close, now: int, kind: str = "visitor") 
     if grant.state not in LIVE_STATES:
         return grant
     ends = plan.at if grant.ends_at is None else min(grant.ends_at, plan.at)
-    issue = pending_action(grant, ISSUE)
-    if grant.state == "pending" and (issue is None or not _claimed(issue, now)):
+    if _cancellable(grant, now):
         cancel(grant, now)
         return Grant.get_by_id(grant.id)
     Grant.update(ends_at=ends, updated_at=now).where(Grant.id == grant.id).execute()
     _ensure_action(grant, REVOKE, ends)
     return Grant.get_by_id(grant.id)
+
+
+def untouched(grant: Grant) -> bool:
+    """Nothing of this grant ever reached Proxy: it may be cancelled without a Proxy call.
+
+    The issue executor records the person and the groups it is about to add before it calls
+    Proxy, so an attempt that failed or crashed half-way leaves the grant touched.
+    """
+    return grant.proxy_person_id is None and not grant.added_group_ids
+
+
+def _cancellable(grant: Grant, now: int) -> bool:
+    issue = pending_action(grant, ISSUE)
+    return (
+        grant.state == "pending"
+        and untouched(grant)
+        and (issue is None or not _claimed(issue, now))
+    )
 
 
 def _claimed(action: Action, now: int) -> bool:
@@ -169,8 +186,7 @@ def end_now(grant: Grant, now: int) -> Action | None:
     """
     if grant.state not in LIVE_STATES:
         return None
-    issue = pending_action(grant, ISSUE)
-    if grant.state == "pending" and (issue is None or not _claimed(issue, now)):
+    if _cancellable(grant, now):
         cancel(grant, now)
         return None
     Grant.update(ends_at=now, updated_at=now).where(Grant.id == grant.id).execute()

@@ -11,7 +11,7 @@ import logging
 
 from daemon.proxy_client import ProxyClient, ProxyNotFound
 from daemon.settings import Settings
-from db import Grant, Install, database
+from db import Action, Grant, Install, database
 
 log = logging.getLogger("envoy_proxy.issuing")
 
@@ -35,9 +35,20 @@ def _find_person(client: ProxyClient, grant: Grant) -> dict | None:
     return client.find_person_by_email(grant.email) if grant.email else None
 
 
-def _issue_visitor(install, grant, client, tags, settings, now) -> tuple[dict, list[str]]:
+def _record_intent(grant: Grant, person_id: str | None, added: list[str]) -> None:
+    """Commit what we are about to do in Proxy before doing it: after a crash or a failure
+    half-way, the grant still knows whom it touched and which groups to take away."""
+    with database.atomic():
+        Grant.update(proxy_person_id=person_id, added_group_ids=added).where(
+            Grant.id == grant.id
+        ).execute()
+
+
+def _issue_visitor(grant, client, tags, settings, now) -> tuple[dict, list[str]]:
     person = _find_person(client, grant)
     if person is None:
+        added = sorted(set(grant.group_ids) | set(grant.added_group_ids))
+        _record_intent(grant, grant.proxy_person_id, added)
         person = client.import_person(
             name=grant.full_name or grant.email,
             email=grant.email,
@@ -48,13 +59,17 @@ def _issue_visitor(install, grant, client, tags, settings, now) -> tuple[dict, l
             created_by_envoy=settings.created_by_envoy,
             send_invite=settings.proxy_notifications,
         )
-        return person, list(grant.group_ids)
+        return person, added
     have = set(person.get("tags") or [])
-    added = [group for group, tag in tags.items() if tag not in have]
-    for group in added:
+    missing = [group for group, tag in tags.items() if tag not in have]
+    # Groups recorded by an earlier, interrupted attempt stay ours even though the person
+    # has them now: we added them.
+    added = sorted(set(missing) | set(grant.added_group_ids))
+    _record_intent(grant, person["id"], added)
+    for group in missing:
         client.add_to_group(group, person["id"])
     _activate(client, person["id"], now)
-    return person, sorted(set(added) | set(grant.added_group_ids))
+    return person, added
 
 
 def _activate(client: ProxyClient, person_id: str, now: int) -> None:
@@ -103,13 +118,13 @@ def issue(ctx, grant: Grant, now: int) -> str:
                 status=404,
                 code="not_found",
             )
-        _activate(client, person["id"], now)
         added = []
+        _record_intent(grant, person["id"], added)
+        _activate(client, person["id"], now)
     else:
         tags = ctx.proxy.group_tags(install, client, grant.group_ids)
-        person, added = _issue_visitor(install, grant, client, tags, settings, now)
-    with database.atomic():
-        Grant.update(proxy_person_id=person["id"]).where(Grant.id == grant.id).execute()
+        person, added = _issue_visitor(grant, client, tags, settings, now)
+    _record_intent(grant, person["id"], added)
     grant = Grant.get_by_id(grant.id)
     net = _renew_safety_net(client, grant, person["id"], now)
     with database.atomic():
@@ -150,19 +165,27 @@ def revoke(ctx, grant: Grant, now: int) -> str:
         return f"access kept for grant {heir.id} of the same person"
     install = Install.get_by_id(grant.install_id)
     client = ctx.proxy.client(install)
-    person_id = grant.proxy_person_id
+    person = _find_person(client, grant)  # an interrupted issue may not have learnt the id
+    if person is None:
+        with database.atomic():
+            _mark_ended(grant, now)
+        return "no Proxy person to suspend"
     try:
-        client.schedule_status(person_id, "suspended", now)
+        client.schedule_status(person["id"], "suspended", now)
         for group in grant.added_group_ids:
-            client.remove_from_group(group, person_id)
+            client.remove_from_group(group, person["id"])
     except ProxyNotFound:
-        log.warning("grant %s: Proxy person %s no longer exists", grant.id, person_id)
+        log.warning("grant %s: Proxy person %s no longer exists", grant.id, person["id"])
     with database.atomic():
         _mark_ended(grant, now)
-    return f"person {person_id} suspended"
+    return f"person {person['id']} suspended"
 
 
 def _mark_ended(grant: Grant, now: int) -> None:
+    """Close the grant; an issue still waiting for a retry must not re-open access."""
     Grant.update(state="ended", ends_at=now, updated_at=now, version=Grant.version + 1).where(
         Grant.id == grant.id
+    ).execute()
+    Action.update(done=True, outcome="cancelled", done_at=now, claimed_until=None).where(
+        (Action.grant == grant.id) & (Action.kind == "issue") & (Action.done == False)  # noqa: E712
     ).execute()

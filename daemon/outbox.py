@@ -109,12 +109,14 @@ def retry(action_ids: list[int], now: int) -> int:
 
 
 def release_claims() -> int:
-    """Drop every lease: called at start, when no runner of a previous process can be alive."""
+    """Drop every lease: called at start, when no runner of a previous process can be alive.
+
+    Only the `claimed_until` index is consulted (finished actions never hold a lease): a
+    condition on `done` would walk every pending action, 1.5 s at a million.
+    """
     with database.atomic():
         return (
-            Action.update(claimed_until=None)
-            .where(Action.claimed_until.is_null(False) & (Action.done == False))  # noqa: E712
-            .execute()
+            Action.update(claimed_until=None).where(Action.claimed_until.is_null(False)).execute()
         )
 
 

@@ -29,6 +29,8 @@ def _run_issue(ctx, action: Action, now: int) -> str:
     if grant.state not in grants.LIVE_STATES:
         return "skipped: grant closed"
     if grant.ends_at is not None and grant.ends_at <= now and grant.state == "pending":
+        if not grants.untouched(grant):
+            return "skipped: window over; the revoke takes back what reached Proxy"
         with database.atomic():
             grants.cancel(grant, now)
         return "skipped: window over before issue"
@@ -37,11 +39,11 @@ def _run_issue(ctx, action: Action, now: int) -> str:
 
 def _run_revoke(ctx, action: Action, now: int) -> str:
     grant = Grant.get_by_id(action.grant_id)
-    if grant.state == "pending":
+    if grant.state == "pending" and grants.untouched(grant):
         with database.atomic():
             grants.cancel(grant, now)
         return "cancelled before issue"
-    if grant.state != "active":
+    if grant.state not in grants.LIVE_STATES:
         return "skipped: grant already closed"
     return revoke(ctx, grant, now)
 

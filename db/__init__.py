@@ -5,7 +5,7 @@ start) so that tests, the CLI and the daemon open whichever file they are given.
 """
 
 from db.connection import close_database, database, open_database
-from db.migrations import SCHEMA_VERSION, migrate, schema_version
+from db.migrations import SCHEMA_VERSION, migrate, refresh_statistics, schema_version
 from db.models import Action, Event, Grant, Install, Verification, WatchlistEntry, now_epoch
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "migrate",
     "now_epoch",
     "open_database",
+    "refresh_statistics",
     "schema_version",
 ]

@@ -4,11 +4,22 @@ WAL for concurrent readers, `synchronous=FULL` so that a committed revocation su
 cut, foreign keys on, a busy timeout, and every write transaction begun IMMEDIATE: a deferred
 read-then-write transaction fails at once with "database is locked" under WAL, whatever the
 busy timeout says.
+
+Two measured choices (BENCHMARKS.md):
+- Connections come from a pool (peewee's `PooledSqliteDatabase`): "a connection per request"
+  keeps its meaning, but closing returns it to the pool. Really closing the last connection
+  makes SQLite checkpoint and delete the WAL, stalling every writer, and each new connection
+  re-runs the PRAGMAs.
+- Write transactions of this process queue on a lock before `BEGIN IMMEDIATE`. Otherwise
+  waiting writers sit in SQLite's busy handler, which sleeps 1, 2, 5 … 100 ms between tries
+  whether or not the lock was freed: writers sleep while the database is idle. The busy
+  timeout still arbitrates between processes (the daemon and an admin command).
 """
 
 import os
+import threading
 
-from peewee import SqliteDatabase
+from playhouse.pool import PooledSqliteDatabase
 
 PRAGMAS = (
     ("journal_mode", "wal"),
@@ -16,8 +27,54 @@ PRAGMAS = (
     ("foreign_keys", 1),
     ("busy_timeout", 10_000),
 )
+_WRITE_LOCKS = ("IMMEDIATE", "EXCLUSIVE")
 
-database = SqliteDatabase(None, pragmas=PRAGMAS, lock_type="IMMEDIATE", check_same_thread=False)
+
+class QueuedWriterDatabase(PooledSqliteDatabase):
+    """A pooled SQLite database whose write transactions take turns within the process."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._writer = threading.Lock()
+        self._holds_writer = threading.local()
+
+    def begin(self, lock_type=None):
+        if (lock_type or self._lock_type) not in _WRITE_LOCKS:
+            return super().begin(lock_type)
+        self._writer.acquire()
+        self._holds_writer.value = True
+        try:
+            super().begin(lock_type)
+        except BaseException:
+            self._release_writer()
+            raise
+
+    def commit(self):
+        try:
+            return super().commit()
+        finally:
+            self._release_writer()
+
+    def rollback(self):
+        try:
+            return super().rollback()
+        finally:
+            self._release_writer()
+
+    def _release_writer(self):
+        if getattr(self._holds_writer, "value", False):
+            self._holds_writer.value = False
+            self._writer.release()
+
+
+database = QueuedWriterDatabase(
+    None,
+    pragmas=PRAGMAS,
+    lock_type="IMMEDIATE",
+    check_same_thread=False,
+    max_connections=64,  # Waitress' threads, the outbox's, the scheduler's, the hook's
+    timeout=30,  # wait this long for a free connection rather than fail at once
+)
 
 
 def _create_private_file(path: str) -> None:
@@ -29,15 +86,15 @@ def _create_private_file(path: str) -> None:
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
-def open_database(path: str) -> SqliteDatabase:
+def open_database(path: str) -> PooledSqliteDatabase:
     """Point the shared database at `path`, creating the file 0600 if needed."""
     _create_private_file(path)
-    if not database.is_closed():
-        database.close()
+    close_database()
     database.init(path)
     return database
 
 
 def close_database() -> None:
-    if not database.is_closed():
-        database.close()
+    """Close every pooled connection (the process is stopping or switching files)."""
+    if database.database is not None:
+        database.close_all()

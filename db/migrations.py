@@ -101,6 +101,17 @@ def schema_version() -> int:
     return database.execute_sql("PRAGMA user_version").fetchone()[0]
 
 
+def refresh_statistics() -> None:
+    """Give SQLite's planner statistics (a sampled ANALYZE: milliseconds even at 1M rows).
+
+    Without them it may pick `grant (install_id)` for "the grants of this person" and walk
+    every grant of the install: 0.3 s per issue or revoke at a million grants, against ~1 ms
+    with the email and person-id indexes.
+    """
+    database.execute_sql("PRAGMA analysis_limit = 1000")
+    database.execute_sql("ANALYZE")
+
+
 def migrate(target: int = SCHEMA_VERSION) -> int:
     """Bring the open database up to `target`, one logged transaction per step."""
     current = schema_version()

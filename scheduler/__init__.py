@@ -28,6 +28,9 @@ class Alarm:
         self._run_due = run_due
         self._sweep_seconds = sweep_seconds
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # signalled when no run is under way
+        self._running = 0
+        self._stopping = False
         self._armed_at: int | None = None
         self.last_run_at: float | None = None
         self._scheduler = BackgroundScheduler(
@@ -51,7 +54,7 @@ class Alarm:
         if at is None:
             return
         with self._lock:
-            if self._armed_at is not None and self._armed_at <= at:
+            if self._stopping or (self._armed_at is not None and self._armed_at <= at):
                 return
             self._armed_at = at
         when = datetime.fromtimestamp(at, UTC)
@@ -68,13 +71,20 @@ class Alarm:
 
     def _fire(self) -> None:
         with self._lock:
+            if self._stopping:
+                return
             self._armed_at = None
+            self._running += 1
         try:
             next_due = self._run_due()
         except Exception:
             # Never let the alarm thread die: the sweep will try again.
             log.exception("running due work failed; the sweep will retry")
             next_due = None
+        finally:
+            with self._lock:
+                self._running -= 1
+                self._idle.notify_all()
         self.last_run_at = time.monotonic()
         self.rearm(next_due)
 
@@ -87,6 +97,17 @@ class Alarm:
             return True
         return time.monotonic() - self.last_run_at < 3 * self._sweep_seconds
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = 20.0) -> None:
+        """Stop firing, then wait (up to `timeout`) for a run under way to finish.
+
+        APScheduler's `shutdown(wait=True)` holds its job-store lock while it joins the
+        executor, and a finishing run re-arms through that lock: a deadlock. So APScheduler
+        is stopped without waiting, and the wait is on our own count of runs.
+        """
+        with self._lock:
+            self._stopping = True
         if self._scheduler.running:
-            self._scheduler.shutdown(wait=True)
+            self._scheduler.shutdown(wait=False)
+        with self._lock:
+            if not self._idle.wait_for(lambda: self._running == 0, timeout):
+                log.warning("a run of due work was still going after %.0f s", timeout)

@@ -98,3 +98,23 @@ def test_health_follows_the_scheduler_thread(alarm_factory):
     assert alarm.healthy()
     alarm.shutdown()
     assert not alarm.healthy()
+
+
+def test_shutdown_while_a_run_finishes_does_not_deadlock(alarm_factory):
+    """A run that ends during shutdown re-arms; that must neither block nor be lost work."""
+    started, release = threading.Event(), threading.Event()
+
+    def slow_work():
+        started.set()
+        release.wait(5)
+        return int(time.time()) + 60  # asks to be re-armed as it finishes
+
+    alarm = alarm_factory(slow_work)
+    alarm.start(next_due=int(time.time()) - 1)
+    assert started.wait(5)
+    stopper = threading.Thread(target=alarm.shutdown)
+    stopper.start()
+    time.sleep(0.2)  # shutdown is now waiting for the run
+    release.set()
+    stopper.join(timeout=5)
+    assert not stopper.is_alive(), "shutdown deadlocked with a finishing run"
