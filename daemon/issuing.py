@@ -165,20 +165,23 @@ def revoke(ctx, grant: Grant, now: int) -> str:
         return f"access kept for grant {heir.id} of the same person"
     install = Install.get_by_id(grant.install_id)
     client = ctx.proxy.client(install)
-    person = _find_person(client, grant)  # an interrupted issue may not have learnt the id
-    if person is None:
+    person_id = grant.proxy_person_id
+    if person_id is None:  # an issue interrupted before it learnt the id: ask Proxy
+        person = client.find_person_by_email(grant.email) if grant.email else None
+        person_id = person["id"] if person else None
+    if person_id is None:
         with database.atomic():
             _mark_ended(grant, now)
         return "no Proxy person to suspend"
     try:
-        client.schedule_status(person["id"], "suspended", now)
+        client.schedule_status(person_id, "suspended", now)
         for group in grant.added_group_ids:
-            client.remove_from_group(group, person["id"])
+            client.remove_from_group(group, person_id)
     except ProxyNotFound:
-        log.warning("grant %s: Proxy person %s no longer exists", grant.id, person["id"])
+        log.warning("grant %s: Proxy person %s no longer exists", grant.id, person_id)
     with database.atomic():
         _mark_ended(grant, now)
-    return f"person {person['id']} suspended"
+    return f"person {person_id} suspended"
 
 
 def _mark_ended(grant: Grant, now: int) -> None:
