@@ -1,0 +1,1 @@
+"""Benchmarks and fault campaigns: `python -m bench.<name>`; results in BENCHMARKS.md."""

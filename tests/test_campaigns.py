@@ -1,0 +1,121 @@
+"""Fast variants of the fault campaigns in bench/: crashes, duplicates and order, a Proxy
+outage. Each runs the real daemon process against the Proxy sandbox and checks Proxy's final
+state against the oracle (bench/oracle.py). The long variants: `python -m bench.<campaign>`."""
+
+import threading
+import time
+
+import pytest
+
+from bench import crash_campaign, duplicates, outage
+from bench.common import (
+    INSTALL_ID,
+    SITE_CONFIG,
+    Daemon,
+    KeepAlive,
+    Sandbox,
+    prepare_install,
+    signed,
+    wait_for,
+)
+from sandbox.envoy import entry_event
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    proxy = Sandbox(tmp_path)
+    yield proxy
+    proxy.stop()
+
+
+def test_sigkills_at_random_moments_lose_nothing_and_double_no_one(tmp_path, sandbox):
+    result = crash_campaign.run(tmp_path, events=120, seed=11, kill_every=(0.7, 1.6),
+                                lanes=8, sandbox=sandbox)  # fmt: skip
+    assert result.kills >= 2, result.describe()
+    assert result.lost == 0 and result.strays == 0, result.describe()
+    assert result.answered + result.given_up == result.events, result.describe()
+    assert result.verdict.drained and result.verdict.dead_revokes == 0, result.describe()
+    assert result.verdict.problems == [], result.describe()
+
+
+def test_duplicated_and_shuffled_deliveries_converge_to_the_oracle(tmp_path, sandbox):
+    result = duplicates.run(tmp_path, events=150, seed=12, window=10, lanes=8, sandbox=sandbox)
+    assert result.together > 0, result.describe()
+    assert result.inbox == result.answered_jobs == result.events, result.describe()
+    assert result.verdict.drained and result.verdict.dead_revokes == 0, result.describe()
+    assert result.verdict.problems == [], result.describe()
+
+
+def test_proxy_outage_then_429_storm_converges_and_gives_up_no_ending(tmp_path, sandbox):
+    result = outage.run(tmp_path, events=100, seed=13, outage=4, storms=1, storm_seconds=3,
+                        retry_after=1, lanes=8, drain_timeout=60, sandbox=sandbox)  # fmt: skip
+    assert 503 not in result.statuses, "Envoy gets 202 while Proxy is down, never a 5xx"
+    assert result.inbox == result.answered_jobs == result.events, result.describe()
+    assert result.verdict.drained, result.describe()
+    assert result.verdict.dead_revokes == 0, "an ending is never given up"
+    assert result.verdict.problems == [], result.describe()
+
+
+def _event(name: str, at: float, **extra) -> tuple[bytes, dict]:
+    return signed(entry_event(name, entry_id="e-1", full_name="Ada", email="ada@example.com",
+                              flow_id="flow-visitor", signed_in_at=at, config=SITE_CONFIG,
+                              install_id=INSTALL_ID, **extra))  # fmt: skip
+
+
+def _post(daemon: Daemon, body_and_headers: tuple[bytes, dict]) -> int | None:
+    try:
+        return KeepAlive(daemon.url).request("POST", "/envoy/events", *body_and_headers)[0]
+    except OSError:
+        return None
+
+
+def _ada(sandbox) -> dict:
+    [person] = [p for p in sandbox.persons() if p["email"] == "ada@example.com"]
+    return person
+
+
+def test_crash_after_import_still_takes_the_groups_away_at_the_end(tmp_path, sandbox):
+    """Found by the crash campaign: the groups an interrupted import added were never removed."""
+    state = tmp_path / "state"
+    prepare_install(state)
+    daemon = Daemon(state, sandbox.url, ENVOY_PROXY_INLINE_BUDGET=20).start()
+    now = time.time()
+    try:
+        daemon.wait_ready()
+        # The import lands; the daemon dies on its next call, before recording anything.
+        sandbox.add_fault(hang=True, count=1, path_prefix="/mobile-access")
+        sign_in = threading.Thread(target=_post, args=(daemon, _event("entry_sign_in", now)))
+        sign_in.start()
+        assert wait_for(lambda: sandbox.state()["faults"][0]["count"] == 0, 10, 0.05)
+        daemon.kill()
+        sandbox.clear_faults()
+        sign_in.join()
+        daemon.start().wait_ready()  # the catch-up finishes the issue
+        assert _post(daemon, _event("entry_sign_out", now, signed_out_at=time.time())) == 200
+    finally:
+        daemon.stop()
+    person = _ada(sandbox)
+    assert person["scheduledStatuses"][-1]["status"] == "suspended"
+    assert person["tags"] == [], "the end of the visit removes the groups the daemon added"
+
+
+def test_sign_out_after_a_half_done_issue_still_ends_access(tmp_path, sandbox):
+    """Found by the outage campaign: a sign-out cancelled a grant whose issue had already
+    imported the person, who then stayed active."""
+    state = tmp_path / "state"
+    prepare_install(state)
+    daemon = Daemon(state, sandbox.url, ENVOY_PROXY_INLINE_BUDGET=1).start()
+    now = time.time()
+    try:
+        daemon.wait_ready()
+        # The import succeeds; the next call (Proxy's safety net) is refused for 30 s.
+        sandbox.add_fault(status=429, retry_after=30, count=1, path_prefix="/mobile-access")
+        assert _post(daemon, _event("entry_sign_in", now)) == 202
+        assert _post(daemon, _event("entry_sign_out", now, signed_out_at=time.time())) == 200
+        time.sleep(1)
+    finally:
+        daemon.stop()
+    person = _ada(sandbox)
+    statuses = person["scheduledStatuses"]
+    assert statuses and statuses[-1]["status"] == "suspended", f"still active: {person}"
+    assert person["tags"] == []

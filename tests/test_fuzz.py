@@ -1,0 +1,33 @@
+"""Bad input on every route (bench/fuzz.py's properties, fast): never a 5xx, nothing stored
+from an unsigned request, the daemon healthy afterwards. Seeded, without deadlines, so that a
+CI run is repeatable; the long variant is `python -m bench.fuzz`."""
+
+import json
+
+import pytest
+
+import db
+from bench.fuzz import TABLES, fuzz
+from sandbox.envoy import route_body
+
+
+def _row_counts() -> dict:
+    with db.database.connection_context():
+        return {name: getattr(db, name).select().count() for name in TABLES}
+
+
+def test_fuzzed_bodies_headers_and_signatures_never_break_the_daemon(daemon):
+    daemon.install()
+    result = fuzz(daemon.url, _row_counts, examples=250, seed_value=9, secret="sim-secret")
+    assert result.unsigned > 50 and result.examples == 250
+    assert result.statuses[401] > 0 and result.statuses[200] > 0, result.describe()
+
+
+@pytest.mark.parametrize("auth", [True, "token", ["token"]])
+def test_a_meta_auth_that_is_not_an_object_is_a_4xx_not_a_500(daemon, auth):
+    """Found by bench/fuzz.py: EnvoyUserClient.from_meta called .get() on any `meta.auth`."""
+    daemon.install()
+    body = route_body("/options", params={"search": "Lobby"})
+    body["meta"]["auth"] = auth
+    answer = daemon.send(body, path="/envoy/options/flows")
+    assert answer.status_code < 500, json.dumps(answer.json())
