@@ -46,6 +46,13 @@ class Alarm:
 
     def start(self, next_due: int | None) -> None:
         self._scheduler.add_job(self._fire, "interval", seconds=self._sweep_seconds, id=_SWEEP_JOB)
+        # The alarm is one permanent job that we move: an `interval` job always has a next
+        # run time, so APScheduler never removes it after it fires (removing a fired `date`
+        # job by id races with re-arming it, and a lookup error there kills its thread).
+        # Runs may overlap: run_due claims rows, so concurrent runs are harmless.
+        self._scheduler.add_job(
+            self._fire, "interval", days=1, id=_DUE_JOB, max_instances=4, next_run_time=None
+        )
         self._scheduler.start()
         self.rearm(next_due)
 
@@ -57,12 +64,9 @@ class Alarm:
             if self._stopping or (self._armed_at is not None and self._armed_at <= at):
                 return
             self._armed_at = at
-        when = datetime.fromtimestamp(at, UTC)
-        # Several instances may overlap: run_due claims rows, so concurrent runs are harmless,
-        # and a re-arm while a run is under way must not be skipped as "already running".
-        self._scheduler.add_job(
-            self._fire, "date", run_date=when, id=_DUE_JOB, replace_existing=True, max_instances=4
-        )
+            when = datetime.fromtimestamp(at, UTC)
+            # Under the lock: two re-arms must not reorder their moves.
+            self._scheduler.modify_job(_DUE_JOB, next_run_time=when)
 
     def wakeup(self) -> None:
         """Run now (tests that moved the wall clock with time-machine call this)."""

@@ -118,3 +118,22 @@ def test_shutdown_while_a_run_finishes_does_not_deadlock(alarm_factory):
     release.set()
     stopper.join(timeout=5)
     assert not stopper.is_alive(), "shutdown deadlocked with a finishing run"
+
+
+def test_rapid_rearming_as_runs_finish_loses_no_wakeup_and_keeps_the_thread(alarm_factory):
+    """Each run asks to run again at once; APScheduler removing fired jobs by id must not
+    remove the newly armed timer nor kill its thread."""
+    rounds, done = 300, threading.Event()
+    calls = []
+
+    def work():
+        calls.append(1)
+        if len(calls) >= rounds:
+            done.set()
+            return None
+        return int(time.time()) - 1  # due again, at once
+
+    alarm = alarm_factory(work)
+    alarm.start(next_due=int(time.time()) - 1)
+    assert done.wait(20), f"stalled after {len(calls)} runs"
+    assert alarm.healthy()
