@@ -184,19 +184,6 @@ def _run_fast_path(ctx, grant: Grant, now: int) -> Answer:
         started = time.monotonic()
         run_inline(dataclasses.replace(ctx, proxy=ctx.proxy.limited(budget)), due, now)
         # The scheduler may have claimed some of them first: wait for it within the budget.
-        while _claimed_elsewhere(due) and time.monotonic() - started < budget:
+        while outbox.in_progress(due) and time.monotonic() - started < budget:
             time.sleep(0.02)
     return _final_answer(Grant.get_by_id(grant.id), now)
-
-
-def _claimed_elsewhere(action_ids: list[int]) -> bool:
-    """Some of these actions are being run by another runner (the scheduler) right now."""
-    return (
-        Action.select()
-        .where(
-            Action.id.in_(action_ids)
-            & (Action.done == False)  # noqa: E712
-            & Action.claimed_until.is_null(False)
-        )
-        .exists()
-    )

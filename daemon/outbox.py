@@ -69,6 +69,19 @@ def claim_due(now: int, limit: int, ids: list[int] | None = None) -> list[Action
     return claimed
 
 
+def in_progress(action_ids: list[int]) -> bool:
+    """Some of these actions are claimed and running (by the scheduler, say) right now."""
+    return (
+        Action.select()
+        .where(
+            Action.id.in_(action_ids)
+            & (Action.done == False)  # noqa: E712
+            & Action.claimed_until.is_null(False)
+        )
+        .exists()
+    )
+
+
 def complete(action: Action, now: int, outcome: str = "done", note: str | None = None) -> None:
     """Mark done; call inside the transaction that records the action's effect."""
     Action.update(

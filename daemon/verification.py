@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from daemon import grants, watchlist
+from daemon import grants, outbox, watchlist
 from daemon.envoy_request import Answer, EnvoyRequest
 from daemon.installs import remember_install
 from daemon.policy import Ignore, plan_sign_in
@@ -53,6 +53,10 @@ def _issue_within(ctx, grant_id: int, budget: float, now: int) -> str | None:
                 )
             ]
             run_inline(limited, due, now)
+            # The scheduler may have claimed it first: wait for it (the caller's timeout
+            # bounds the wait by the deadline).
+            while outbox.in_progress(due):
+                time.sleep(0.02)
             grant = Grant.get_by_id(grant_id)
             if grant.state == "active":
                 return None

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bench import crash_campaign, duplicates, outage
+from bench import crash_campaign, duplicates, outage, verify
 from bench.common import (
     INSTALL_ID,
     SITE_CONFIG,
@@ -15,6 +15,7 @@ from bench.common import (
     KeepAlive,
     Sandbox,
     prepare_install,
+    run_load,
     signed,
     wait_for,
 )
@@ -119,3 +120,16 @@ def test_sign_out_after_a_half_done_issue_still_ends_access(tmp_path, sandbox):
     statuses = person["scheduledStatuses"]
     assert statuses and statuses[-1]["status"] == "suspended", f"still active: {person}"
     assert person["tags"] == []
+
+
+def test_verification_approves_healthy_visitors_while_the_sweep_runs(tmp_path, sandbox):
+    """Found by bench/verify.py: with a sweep every second, 4 lobby iPads at once get 412s."""
+    state = tmp_path / "state"
+    config = prepare_install(state, verification_require_credential=True)
+    daemon = Daemon(state, sandbox.url, ENVOY_PROXY_SWEEP_SECONDS=1).start()
+    try:
+        daemon.wait_ready()
+        result = run_load(daemon.url, verify.hook_calls(100, "race", config), clients=4)
+    finally:
+        daemon.stop()
+    assert result.statuses == {200: 100}, result.describe()
