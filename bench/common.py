@@ -32,24 +32,14 @@ from urllib.parse import urlsplit
 
 import requests
 
+from sandbox.proxy import SEED_INSTALL_CONFIG as SITE_CONFIG
+
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_ID = "sim-client"
 CLIENT_SECRET = "bench-client-secret"
 INSTALL_ID = "install-1"
 PROXY_SECRET = "app-secret"  # the sandbox's DEFAULT_SEED app
 DAEMON_THREADS = 8  # as daemon/__main__.py serves; the bare baseline uses the same
-SITE_CONFIG = {
-    "proxy_app_key": "app-key",
-    "proxy_org_id": "org-1",
-    "proxy_site_id": "site-1",
-    "proxy_site_name": "Lobby Tower",
-    "visitor_mapping": {
-        "flow-visitor": ["grp-visitors"],
-        "flow-contractor": ["grp-contractors", "grp-vip"],
-    },
-    "access_duration_minutes": 240,
-    "early_access_minutes": 30,
-}
 GROUP_TAGS = {"grp-visitors": "visitor-lobby", "grp-contractors": "contractor", "grp-vip": "vip"}
 
 

@@ -16,7 +16,7 @@ import db
 from daemon import __version__, admin, config, notify, plugin_manifest
 from daemon.context import Context
 from daemon.logs import setup_logging
-from daemon.outbox import next_due, release_claims
+from daemon.outbox import release_claims
 from daemon.secretbox import SecretBox, SecretBoxError
 from daemon.worker import run_due
 from scheduler import Alarm
@@ -58,8 +58,7 @@ def serve(cfg: config.Config) -> int:
     ctx = Context.build(cfg, secretbox)
     # Catch up before serving: a daemon that was down when access should have ended ends it now.
     with db.database.connection_context():
-        run_due(ctx)
-        first_due = next_due()
+        first_due = run_due(ctx)
     alarm = Alarm(lambda: run_due(ctx), sweep_seconds=cfg.sweep_seconds)
     ctx.rearm, ctx.scheduler_healthy = alarm.rearm, alarm.healthy
     ctx.scheduler_next_due = lambda: alarm.next_due

@@ -25,7 +25,7 @@ import requests
 
 import db
 from sandbox.envoy import EnvoySimulator, entry_event, invite_event, route_body
-from sandbox.proxy import DEFAULT_SEED, ProxySandbox
+from sandbox.proxy import DEFAULT_SEED, SEED_INSTALL_CONFIG, ProxySandbox
 
 INSTALL = "demo-install"
 SCENARIO_SECONDS = 120
@@ -35,8 +35,7 @@ SETUP = (
     ("proxy-access", {"proxy_app_key": "app-key", "proxy_app_secret": "app-secret",
                       "proxy_org_id": "org-1"}),
     ("site", {"proxy_site_id": "site-1"}),
-    ("visitor-mapping", {"visitor_mapping": {"flow-visitor": ["grp-visitors"],
-                                             "flow-contractor": ["grp-contractors", "grp-vip"]}}),
+    ("visitor-mapping", {"visitor_mapping": SEED_INSTALL_CONFIG["visitor_mapping"]}),
     ("protect", {"protect_enabled": True, "protect_limit_access": True,
                  "protect_access_duration_minutes": 480, "protect_excluded_employees": ["e-3"]}),
     ("customization", {"proxy_notifications": True, "created_by_envoy": True,

@@ -71,6 +71,21 @@ DEFAULT_SEED: dict[str, Any] = {
 }  # fmt: skip
 
 
+# The install config the setup steps produce against DEFAULT_SEED (tests, demo, benchmarks).
+SEED_INSTALL_CONFIG: dict[str, Any] = {
+    "proxy_app_key": "app-key",
+    "proxy_org_id": "org-1",
+    "proxy_site_id": "site-1",
+    "proxy_site_name": "Lobby Tower",
+    "visitor_mapping": {
+        "flow-visitor": ["grp-visitors"],
+        "flow-contractor": ["grp-contractors", "grp-vip"],
+    },
+    "access_duration_minutes": 240,
+    "early_access_minutes": 30,
+}
+
+
 def many_sites(n: int, org_id: str = "org-1") -> dict[str, Any]:
     """A seed fragment with ``n`` extra sites "Site 001"… in ``org_id``, for pagination tests."""
     sites = [
