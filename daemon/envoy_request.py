@@ -37,9 +37,10 @@ class EnvoyRequest:
     install_id: str
     config: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
+    raw: str | None = field(default=None, repr=False)  # the body as received, for the inbox
 
     @classmethod
-    def from_body(cls, body: dict) -> "EnvoyRequest":
+    def from_body(cls, body: dict, raw: str | None = None) -> "EnvoyRequest":
         meta = body.get("meta")
         if not isinstance(meta, dict):
             raise BadRequest("the body has no `meta` object")
@@ -52,6 +53,7 @@ class EnvoyRequest:
             install_id=install_id,
             config=_dict(meta.get("config")),
             params=_dict(meta.get("params")),
+            raw=raw,
         )
 
     @property

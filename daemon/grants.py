@@ -6,6 +6,7 @@ moves them. Ending a grant that was never issued cancels it without any Proxy ca
 """
 
 from daemon import outbox
+from daemon.outcomes import queue_job_update
 from daemon.policy import Close, Open
 from db import Action, Grant
 
@@ -27,6 +28,7 @@ def pending_action(grant: Grant, kind: str) -> Action | None:
 
 
 def _ensure_action(grant: Grant, kind: str, due_at: int) -> Action:
+    """The grant's pending action of this kind, created or moved to `due_at`."""
     action = pending_action(grant, kind)
     if action is None:
         return outbox.enqueue(
@@ -60,9 +62,10 @@ def _create(install_id: str, plan: Open, kind: str, job_id: str | None, now: int
         created_at=now,
         updated_at=now,
     )
-    _ensure_action(grant, ISSUE, plan.starts_at)
+    key = person_key(install_id, grant.email)
+    outbox.enqueue(ISSUE, install_id, plan.starts_at, grant=grant, lock_key=key)
     if plan.ends_at is not None:
-        _ensure_action(grant, REVOKE, plan.ends_at)
+        outbox.enqueue(REVOKE, install_id, plan.ends_at, grant=grant, lock_key=key)
     return grant
 
 
@@ -173,9 +176,24 @@ def cancel(grant: Grant, now: int) -> None:
     Grant.update(state="cancelled", ends_at=now, updated_at=now, version=Grant.version + 1).where(
         Grant.id == grant.id
     ).execute()
+    drop_pending(grant, now)
+
+
+def drop_pending(grant: Grant, now: int, kind: str | None = None) -> None:
+    """Mark the grant's pending actions (of `kind`) cancelled; call after closing the grant.
+
+    An Envoy job answered 202 that waited for one of them is told how the grant ended.
+    """
+    pending = (Action.grant == grant.id) & (Action.done == False)  # noqa: E712
+    if kind is not None:
+        pending &= Action.kind == kind
+    waiting = [a.payload.get("job_id") for a in Action.select(Action.payload).where(pending)]
     Action.update(done=True, outcome="cancelled", done_at=now, claimed_until=None).where(
-        (Action.grant == grant) & (Action.done == False)  # noqa: E712
+        pending
     ).execute()
+    closed = Grant.get_by_id(grant.id)
+    for job_id in filter(None, waiting):
+        queue_job_update(job_id, closed, now)
 
 
 def end_now(grant: Grant, now: int) -> Action | None:

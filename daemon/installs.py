@@ -4,15 +4,12 @@ from daemon.envoy_request import EnvoyRequest
 from db import Install
 
 
-def remember_install(request: EnvoyRequest, now: int, *, event: bool = False) -> Install:
-    """Create or refresh the install row from a request's meta; call inside a transaction.
+def install_changes(request: EnvoyRequest, now: int, *, event: bool = False) -> dict:
+    """The columns a request's meta sets on its install row (blank values change nothing).
 
     Events carry the whole saved config and replace the snapshot; setup routes carry only the
     steps so far, which the setup code merges itself.
     """
-    install, _ = Install.get_or_create(
-        install_id=request.install_id, defaults={"created_at": now, "updated_at": now}
-    )
     changes = {"updated_at": now}
     for field, value in (
         ("plugin_id", request.plugin_id),
@@ -28,5 +25,18 @@ def remember_install(request: EnvoyRequest, now: int, *, event: bool = False) ->
         changes["last_event_at"] = now
         if request.config:
             changes["config"] = request.config
-    Install.update(**changes).where(Install.install_id == install.install_id).execute()
-    return Install.get_by_id(install.install_id)
+    return changes
+
+
+def remember_install(request: EnvoyRequest, now: int, *, event: bool = False) -> Install:
+    """Create or refresh the install row from a request's meta; call inside a transaction."""
+    return save_install(request.install_id, install_changes(request, now, event=event), now)
+
+
+def save_install(install_id: str, changes: dict, now: int) -> Install:
+    """Upsert the install row with `changes` (one statement) and read it back."""
+    Install.insert(install_id=install_id, created_at=now, **{"config": {}, **changes}).on_conflict(
+        conflict_target=[Install.install_id],
+        update={getattr(Install, name): value for name, value in changes.items()},
+    ).execute()
+    return Install.get_by_id(install_id)

@@ -1,5 +1,6 @@
 """What Envoy's dashboard shows for a grant: the message and attachments of a job outcome."""
 
+from daemon import outbox
 from daemon.times import local_clock, local_window
 from db import Grant, Install
 
@@ -33,3 +34,14 @@ def grant_message(grant: Grant, now: int) -> str:
     if grant.starts_at > now:
         return "Proxy access scheduled"
     return "Proxy credential being issued"
+
+
+def queue_job_update(job_id: str, grant: Grant, now: int, failure: str | None = None) -> None:
+    """Tell Envoy how a job answered 202 ended (call in the transaction that ended it)."""
+    install = Install.get_or_none(install_id=grant.install_id)
+    body = {"job_id": job_id, "attachments": grant_attachments(grant, install)}
+    if failure:
+        body.update(status="failed", message="Proxy access failed", failure_reason=failure)
+    else:
+        body.update(status="done", message=grant_message(grant, now))
+    outbox.enqueue("job_update", grant.install_id, now, payload=body)

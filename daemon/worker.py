@@ -12,10 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from daemon import grants, outbox
 from daemon.envoy_client import EnvoyError
 from daemon.issuing import GrantMoved, issue, revoke
-from daemon.outcomes import grant_attachments, grant_message
+from daemon.outcomes import queue_job_update
+from daemon.planning import plan_received
 from daemon.proxy_access import NotConfigured
 from daemon.proxy_client import ProxyAuthError, ProxyError, ProxyRateLimited, ProxyUnavailable
-from db import Action, Grant, Install, database, now_epoch
+from db import Action, Grant, database, now_epoch
 
 log = logging.getLogger("envoy_proxy.worker")
 
@@ -68,16 +69,8 @@ EXECUTORS = {grants.ISSUE: _run_issue, grants.REVOKE: _run_revoke, "job_update":
 def _follow_up_job(action: Action, now: int, failure: str | None = None) -> None:
     """An event answered 202 waits for this action: tell Envoy how it ended."""
     job_id = action.payload.get("job_id")
-    if not job_id or action.grant_id is None:
-        return
-    grant = Grant.get_by_id(action.grant_id)
-    install = Install.get_or_none(install_id=grant.install_id)
-    body = {"job_id": job_id, "attachments": grant_attachments(grant, install)}
-    if failure:
-        body.update(status="failed", message="Proxy access failed", failure_reason=failure)
-    else:
-        body.update(status="done", message=grant_message(grant, now))
-    outbox.enqueue("job_update", action.install_id, now, payload=body)
+    if job_id and action.grant_id is not None:
+        queue_job_update(job_id, Grant.get_by_id(action.grant_id), now, failure)
 
 
 def _is_ending(action: Action) -> bool:
@@ -157,6 +150,7 @@ def run_due(ctx, now: int | None = None, workers: int = WORKERS) -> int | None:
     ):
         while True:
             moment = now if now is not None else now_epoch()
+            plan_received(ctx, moment)
             claimed = outbox.claim_due(moment, BATCH)
             groups: dict[object, list[Action]] = {}
             for action in claimed:

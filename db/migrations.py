@@ -92,6 +92,15 @@ STEPS: list[tuple[int, str, list[str]]] = [
         # read the whole outbox (0.1 s at a million rows).
         ["CREATE INDEX action_dead ON action (id) WHERE outcome = 'dead'"],
     ),
+    (
+        4,
+        "deliveries stored before they are planned",
+        [
+            # The raw body of a delivery accepted but not yet planned; NULL once planned.
+            "ALTER TABLE event ADD COLUMN body TEXT",
+            "CREATE INDEX event_unplanned ON event (id) WHERE body IS NOT NULL",
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = STEPS[-1][0]

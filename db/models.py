@@ -61,7 +61,11 @@ class Install(BaseModel):
 
 
 class Event(BaseModel):
-    """The inbox: every accepted Envoy delivery, unique on its job id, with our answer."""
+    """The inbox: every accepted Envoy delivery, unique on its job id, with our answer.
+
+    `body` holds the raw delivery from its acceptance until it is planned (then NULL): what
+    was answered 202 is on disk before the answer, and planning may come later in a batch.
+    """
 
     job_id = CharField(unique=True)
     event = CharField()
@@ -70,6 +74,7 @@ class Event(BaseModel):
     received_at = IntegerField(default=now_epoch, index=True)
     status = IntegerField()
     answer = JSONField(default=dict)
+    body = TextField(null=True)
 
 
 class Grant(BaseModel):

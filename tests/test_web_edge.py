@@ -118,7 +118,7 @@ def test_a_crash_inside_a_handler_is_a_json_500_without_details(daemon, monkeypa
     def explode(*args, **kwargs):
         raise RuntimeError("secret-internal-detail")
 
-    monkeypatch.setattr(events.Visit, "from_payload", explode)
+    monkeypatch.setattr(events, "visit_of", explode)
     body = entry_event(
         entry_id="1", full_name="A", email="a@example.com", flow_id="f", signed_in_at=0
     )

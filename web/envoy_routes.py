@@ -52,14 +52,14 @@ def _envoy_view(ctx: Context, handler):
             log.warning("rejected %s: missing or wrong X-Envoy-Signature", request.path)
             return json_response(401, {"message": "missing or wrong X-Envoy-Signature"})
         try:
-            body = json.loads(raw)
+            body = json.loads(raw.decode())
         except (ValueError, UnicodeDecodeError):
             return json_response(400, {"message": "the body is not valid JSON"})
         if not isinstance(body, dict):
             return json_response(400, {"message": "the body must be a JSON object"})
         envoy_request = None
         try:
-            envoy_request = EnvoyRequest.from_body(body)
+            envoy_request = EnvoyRequest.from_body(body, raw.decode())
             with db.database.connection_context():
                 answer = handler(ctx, envoy_request, **url_args)
         except BadRequest as error:

@@ -1,0 +1,256 @@
+"""Planning stored deliveries: each event becomes grant rows and outbox actions.
+
+Deliveries are planned in the order they were accepted, several per transaction but never
+for longer than `SLICE_SECONDS` at a time, so that webhooks waiting to store their own
+deliveries (and the outbox) get the write lock back quickly. A delivery is planned exactly
+once: a planner only takes rows whose `body` is still set, inside its IMMEDIATE transaction.
+
+What planning decides becomes the delivery's stored answer. When the webhook already answered
+202 (`follow_up`), Envoy's job is updated later: by a job update queued here when the answer
+is final, or by the outbox once the access work it waits for is done.
+"""
+
+import dataclasses
+import json
+import logging
+import time
+
+from daemon import grants, outbox
+from daemon.envoy_client import EnvoyError, EnvoyUserClient
+from daemon.envoy_request import Answer, BadRequest, EnvoyRequest
+from daemon.inbox import ACCEPTED
+from daemon.installs import install_changes, save_install
+from daemon.outcomes import grant_attachments, grant_message
+from daemon.policy import Close, Ignore, Open, plan_visitor
+from daemon.protect import EMPLOYEE_EVENTS, is_employee_event, plan_employee
+from daemon.settings import Settings
+from daemon.visits import Visit, usable_email
+from db import Action, Event, Grant, Install, database
+
+log = logging.getLogger("envoy_proxy.planning")
+
+BATCH = 200  # deliveries read per round
+SLICE_SECONDS = 0.01  # longest a planning transaction keeps the write lock (at least one)
+JOB_STATUS = {200: "done", 400: "ignored"}  # any other final status: failed (ENVOY_PROTOCOL §4)
+ENTRY_EVENTS = ("entry_sign_in", "entry_sign_out")
+
+
+@dataclasses.dataclass
+class Planned:
+    answer: Answer
+    grant: Grant | None = None
+
+
+def visit_of(request: EnvoyRequest) -> Visit:
+    """The payload of an event this plugin handles, or BadRequest if it does not fit."""
+    visit = Visit.from_payload(request.payload)
+    if (request.event in ENTRY_EVENTS + EMPLOYEE_EVENTS) != (visit.kind == "entries"):
+        raise BadRequest(f"`{request.event}` does not fit a payload of type {visit.kind!r}")
+    return visit
+
+
+def _plan(event: str, visit: Visit, install: Install, now: int) -> tuple[object, str]:
+    """The plan for this event, and the kind of grant it concerns."""
+    settings = Settings.from_config(install.config or {})
+    if is_employee_event(event, visit):
+        return plan_employee(event, visit, settings, now, install.timezone), "employee"
+    return plan_visitor(event, visit, settings, now), "visitor"
+
+
+def _not_ready(install: Install) -> Ignore | None:
+    settings = Settings.from_config(install.config or {})
+    if not install.proxy_secret or not settings.proxy_app_key or not settings.proxy_org_id:
+        return Ignore(412, "Proxy access is not set up for this install: run the Proxy Access step")
+    if not settings.proxy_site_id:
+        return Ignore(412, "no Proxy site is selected for this install: run the Site step")
+    return None
+
+
+class _Installs:
+    """Install rows refreshed from each delivery's meta, written only when the meta differs
+    from the previous delivery of the same install in this transaction."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[dict, Install]] = {}
+
+    def remember(self, request: EnvoyRequest, now: int) -> Install:
+        changes = install_changes(request, now, event=True)
+        seen = self._seen.get(request.install_id)
+        if seen is None or seen[0] != changes:
+            seen = changes, save_install(request.install_id, changes, now)
+            self._seen[request.install_id] = seen
+        return seen[1]
+
+
+def _apply(request: EnvoyRequest, visit: Visit, install: Install, now: int) -> Planned:
+    """Plan one event and write its grant and actions (inside the caller's transaction)."""
+    plan, kind = _plan(request.event, visit, install, now)
+    if not isinstance(plan, Ignore):
+        plan = _not_ready(install) or plan
+    if isinstance(plan, Ignore):
+        return Planned(Answer.message(plan.status, plan.message))
+    if isinstance(plan, Open):
+        grant = grants.open_window(request.install_id, plan, now, kind)
+        if grant.state in ("ended", "cancelled") and request.event.endswith("sign_in"):
+            return Planned(Answer.message(400, "already signed out; no access was given"))
+    else:
+        assert isinstance(plan, Close)
+        grant = grants.close_window(request.install_id, plan, now, kind)
+    return Planned(final_answer(grant, now), grant)
+
+
+def final_answer(grant: Grant, now: int) -> Answer:
+    """202 while the grant has due work; else what it came to (200, or 412 if refused)."""
+    actions = list(
+        Action.select(Action.outcome, Action.done, Action.due_at).where(Action.grant == grant)
+    )
+    if grant.state == "pending":
+        refused = Action.select(Action.last_error).where(
+            (Action.grant == grant) & (Action.outcome == "dead")
+        )
+        failed = refused.first() if any(a.outcome == "dead" for a in actions) else None
+        if failed is not None:
+            return Answer.message(
+                412,
+                f"Proxy refused the credential: {failed.last_error}",
+                attachments=grant_attachments(grant, _install(grant)),
+            )
+    if any(not a.done and a.due_at <= now for a in actions):
+        return ACCEPTED
+    return Answer.message(
+        200, grant_message(grant, now), attachments=grant_attachments(grant, _install(grant))
+    )
+
+
+def _install(grant: Grant) -> Install | None:
+    return Install.get_or_none(install_id=grant.install_id)
+
+
+def _with_employee_email(ctx, request: EnvoyRequest, visit: Visit) -> Visit:
+    """Protect entries may lack an email: ask Envoy's user API for the employee's."""
+    if visit.email or not visit.employee_id or not is_employee_event(request.event, visit):
+        return visit
+    users = EnvoyUserClient.from_meta(ctx.config.envoy_base_url, request.meta)
+    if users is None:
+        return visit
+    try:
+        employee = users.get_employee(visit.employee_id)
+    except EnvoyError as error:
+        log.warning("employee %s: email lookup failed: %s", visit.employee_id, error)
+        return visit
+    return dataclasses.replace(visit, email=usable_email((employee or {}).get("email")))
+
+
+def _read(ctx, raw: str) -> tuple[EnvoyRequest, Visit]:
+    """A stored body, checked when it was accepted, read again (outside any transaction:
+    it may ask Envoy for an employee's email)."""
+    request = EnvoyRequest.from_body(json.loads(raw))
+    return request, _with_employee_email(ctx, request, visit_of(request))
+
+
+def _settle(row: "_Row", planned: Planned, now: int, follow_up: bool) -> None:
+    """Store the answer; tie the due work to the Envoy job, or tell Envoy the outcome."""
+    answer = planned.answer
+    Event.update(status=answer.status, answer=answer.body, body=None).where(
+        Event.id == row.id
+    ).execute()
+    if answer.status == 202:
+        Action.update(payload={"job_id": row.job_id}).where(
+            (Action.grant == planned.grant)
+            & (Action.done == False)  # noqa: E712
+            & (Action.due_at <= now)
+        ).execute()
+    elif follow_up:
+        message = answer.body.get("message")
+        outbox.enqueue(
+            "job_update",
+            row.install_id,
+            now,
+            payload={
+                "job_id": row.job_id,
+                "status": JOB_STATUS.get(answer.status, "failed"),
+                "message": message,
+                "failure_reason": None if answer.status in JOB_STATUS else message,
+                "attachments": answer.body.get("attachments"),
+            },
+        )
+
+
+@dataclasses.dataclass
+class _Row:
+    """A stored delivery read back for planning, or the reason it cannot be planned."""
+
+    id: int
+    job_id: str
+    install_id: str
+    request: EnvoyRequest | None = None
+    visit: Visit | None = None
+    refusal: Answer | None = None
+
+
+def _read_row(ctx, event_id: int, job_id: str, install_id: str, raw: str) -> _Row:
+    row = _Row(event_id, job_id, install_id)
+    try:
+        row.request, row.visit = _read(ctx, raw)
+    except (BadRequest, ValueError) as error:
+        row.refusal = Answer.message(400, f"the stored delivery cannot be planned: {error}")
+    return row
+
+
+def plan_received(
+    ctx, now: int, *, job_ids: list[str] | None = None, follow_up: bool = True
+) -> dict[str, Planned]:
+    """Plan stored deliveries (all, or those of `job_ids`) in the order they arrived.
+
+    `follow_up`: their webhooks answered 202 already, so final answers become Envoy job
+    updates. Returns what this call planned, by job id (another planner may take some first).
+    """
+    done: dict[str, Planned] = {}
+    while True:
+        query = Event.select(Event.id, Event.job_id, Event.install_id, Event.body).where(
+            Event.body.is_null(False)
+        )
+        if job_ids is not None:
+            query = query.where(Event.job_id.in_(job_ids))
+        rows = [_read_row(ctx, *row) for row in query.order_by(Event.id).limit(BATCH).tuples()]
+        pending = rows
+        while pending:
+            pending = _plan_slice(pending, now, follow_up, done)
+        if len(rows) < BATCH:
+            return done
+
+
+def _plan_slice(rows: list[_Row], now: int, follow_up: bool, done: dict) -> list[_Row]:
+    """Plan deliveries in one transaction until the slice is used up; the rest is returned."""
+    installs = _Installs()
+    started = time.monotonic()
+    with database.atomic():
+        unplanned = {
+            event_id
+            for (event_id,) in Event.select(Event.id)
+            .where(Event.id.in_([row.id for row in rows]) & Event.body.is_null(False))
+            .tuples()
+        }
+        for index, row in enumerate(rows):
+            if index and time.monotonic() - started > SLICE_SECONDS:
+                return rows[index:]
+            if row.id not in unplanned:
+                continue  # another planner took it
+            planned = _plan_one(row, installs, now)
+            _settle(row, planned, now, follow_up)
+            done[row.job_id] = planned
+    return []
+
+
+def _plan_one(row: _Row, installs: _Installs, now: int) -> Planned:
+    if row.refusal is not None:
+        return Planned(row.refusal)
+    install = installs.remember(row.request, now)
+    try:
+        with database.atomic():  # a savepoint: one bad delivery must not undo the others
+            return _apply(row.request, row.visit, install, now)
+    except BadRequest as error:
+        return Planned(Answer.message(error.status, str(error)))
+    except Exception as error:  # a bug must not block every later delivery
+        log.exception("planning job %s (%s) failed", row.job_id, row.request.event)
+        return Planned(Answer.message(412, f"internal error: {error!r}"))

@@ -1,0 +1,131 @@
+"""Intake with an inline budget of 0 (daemon/events.py, inbox.py, planning.py): the answer is
+202 as soon as the delivery is on disk; the scheduler's run plans it and Envoy's job is
+updated with the outcome."""
+
+import time
+
+import pytest
+
+import daemon.planning as planning
+import db
+from tests.fixtures.daemon import served_daemon
+
+FLOW = "flow-visitor"
+
+
+@pytest.fixture
+def intake(tmp_path, proxy_sandbox, envoy_sim):
+    with served_daemon(
+        tmp_path, proxy_sandbox, envoy_sim, ENVOY_PROXY_INLINE_BUDGET="0"
+    ) as harness:
+        harness.install()
+        yield harness
+
+
+def _sign_in(daemon, entry_id="e-1", email="ada@example.com", job_id=None, **kwargs):
+    kwargs.setdefault("flow_id", FLOW)
+    kwargs.setdefault("signed_in_at", time.time())
+    body = daemon.entry(
+        entry_id=entry_id, full_name="Ada Lovelace", email=email, job_id=job_id, **kwargs
+    )
+    return body, daemon.send(body)
+
+
+def _events() -> list[db.Event]:
+    with db.database.connection_context():
+        return list(db.Event.select().order_by(db.Event.id))
+
+
+def test_a_sign_in_is_stored_and_answered_before_it_is_planned(intake):
+    body, answer = _sign_in(intake)
+    assert answer.status_code == 202
+    assert answer.json()["message"].startswith("accepted")
+    [event] = _events()
+    assert event.body is not None and event.entity == "entries:e-1"
+    assert intake.grants() == [] and intake.persons("ada@example.com") == []
+
+    intake.run_due()
+    intake.run_due()  # the job update queued by the first run
+    [grant] = intake.grants()
+    assert grant.state == "active"
+    [person] = intake.persons("ada@example.com")
+    assert person["tags"] == ["visitor-lobby"]
+    [event] = _events()
+    assert event.body is None and event.status == 202
+    [update] = intake.sim.jobs[body["meta"]["job"]["id"]]
+    assert update["status"] == "done"
+    # Only the work due now speaks for the job: the revoke at the end will not update it.
+    revoke = [a for a in intake.actions() if a.kind == "revoke"]
+    assert [a.payload for a in revoke] == [{}]
+
+
+def test_an_unmapped_flow_is_reported_to_envoy_as_ignored(intake):
+    body, answer = _sign_in(intake, flow_id="flow-interview", flow_name="Interview")
+    assert answer.status_code == 202
+    intake.run_due()
+    intake.run_due()
+    [update] = intake.sim.jobs[body["meta"]["job"]["id"]]
+    assert update["status"] == "ignored" and "not mapped" in update["status_message"]
+    [event] = _events()
+    assert event.status == 400 and event.body is None
+    assert intake.grants() == []
+
+
+def test_a_repeat_before_planning_is_stored_once_and_planned_once(intake):
+    body, first = _sign_in(intake)
+    second = intake.send(body)
+    assert first.status_code == second.status_code == 202
+    assert len(_events()) == 1
+    intake.run_due()
+    intake.run_due()
+    assert len(intake.grants()) == 1 and len(intake.persons("ada@example.com")) == 1
+    assert intake.send(body).status_code == 202  # the stored answer: still waiting on Proxy
+
+
+def test_a_payload_that_does_not_fit_its_event_is_refused_and_nothing_is_stored(intake):
+    body = intake.invite(
+        invite_id="i-1", full_name="Ada", email="ada@example.com", flow_id=FLOW,
+        expected_arrival=time.time() + 3600,
+    )  # fmt: skip
+    body["meta"]["event"] = "entry_sign_in"
+    answer = intake.send(body)
+    assert answer.status_code == 400 and "does not fit" in answer.json()["message"]
+    assert _events() == []
+
+
+def test_sign_in_and_sign_out_stored_together_are_planned_in_arrival_order(intake):
+    signed_in = time.time()
+    sign_in, _ = _sign_in(intake, signed_in_at=signed_in)
+    sign_out = intake.entry(
+        "entry_sign_out", entry_id="e-1", full_name="Ada Lovelace", email="ada@example.com",
+        flow_id=FLOW, signed_in_at=signed_in, signed_out_at=signed_in,
+    )  # fmt: skip
+    assert intake.send(sign_out).status_code == 202
+    intake.run_due()
+    intake.run_due()
+    [grant] = intake.grants()
+    assert grant.state == "cancelled"  # never issued: nothing reached Proxy
+    assert intake.persons("ada@example.com") == []
+    # Both jobs are finished in Envoy, the sign-in's too although its issue never ran.
+    assert intake.sim.jobs[sign_in["meta"]["job"]["id"]][-1]["status"] == "done"
+    assert intake.sim.jobs[sign_out["meta"]["job"]["id"]][-1]["status"] == "done"
+
+
+def test_a_delivery_that_crashes_planning_fails_alone(intake, monkeypatch):
+    real = planning.grants.open_window
+
+    def open_window(install_id, plan, now, kind="visitor"):
+        if plan.subject == "entries:bad":
+            raise RuntimeError("a bug")
+        return real(install_id, plan, now, kind)
+
+    monkeypatch.setattr(planning.grants, "open_window", open_window)
+    bad, _ = _sign_in(intake, entry_id="bad", email="bad@example.com")
+    good, _ = _sign_in(intake, entry_id="good", email="good@example.com")
+    intake.run_due()
+    intake.run_due()
+    assert [g.subject for g in intake.grants()] == ["entries:good"]
+    [update] = intake.sim.jobs[bad["meta"]["job"]["id"]]
+    assert update["status"] == "failed" and "internal error" in update["failure_reason"]
+    assert intake.sim.jobs[good["meta"]["job"]["id"]][-1]["status"] == "done"
+    assert all(event.body is None for event in _events())
