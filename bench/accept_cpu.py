@@ -1,8 +1,9 @@
-"""CPU cost of one accepted event, in-process: the app called as WSGI, no HTTP, no contention.
+"""CPU cost of one accepted event, in-process: the app called as WSGI, no HTTP, no contention;
+then of planning those events (what the scheduler does next with an inline budget of 0).
 
 Separates the webhook's own CPU from everything the intake benchmark mixes in (Waitress,
 the load generator, the outbox). `--profile` adds cProfile's top functions and counts the SQL
-statements per event.
+statements per event, for each phase.
 
     python -m bench.accept_cpu [--events 1000] [--profile]
 """
@@ -42,8 +43,10 @@ def main(argv=None) -> int:
     for name in filter(None, args.patches.split(",")):
         PATCHES[name]()
     import db
+    from db import now_epoch
     from daemon import config
     from daemon.context import Context
+    from daemon.planning import plan_received
     from daemon.secretbox import SecretBox
     from web.app import create_app
 
@@ -59,38 +62,64 @@ def main(argv=None) -> int:
             }
         )
         db.open_database(cfg.db)
-        app = create_app(Context.build(cfg, SecretBox.from_key_file(cfg.key_file)))
+        ctx = Context.build(cfg, SecretBox.from_key_file(cfg.key_file))
+        app = create_app(ctx)
         logging.disable(logging.INFO)  # the daemon logs one line per event; not measured here
         for request in sign_ins(100, "warm", settings):
             call(app, request)
         requests = sign_ins(args.events, "cpu", settings)
-        statements = [0]
-        if args.profile:
-            execute = db.database.execute_sql
-
-            def counted(*a, **kw):
-                statements[0] += 1
-                return execute(*a, **kw)
-
-            db.database.execute_sql = counted
-        profile = cProfile.Profile()
-        began = time.process_time()
-        if args.profile:
-            profile.enable()
-        statuses = {call(app, request) for request in requests}
-        profile.disable()
-        spent = time.process_time() - began
+        counter = _count_statements(db.database) if args.profile else None
+        accept = _measure(lambda: {call(app, r) for r in requests}, args, counter)
+        with db.database.connection_context():
+            plan = _measure(lambda: plan_received(ctx, now_epoch()), args, counter)
         db.close_database()
+    _report("accepted event", accept, args)
+    _report("planned event", plan, args)
+    return 0
+
+
+def _count_statements(database) -> list[int]:
+    counter = [0]
+    execute = database.execute_sql
+
+    def counted(*a, **kw):
+        counter[0] += 1
+        return execute(*a, **kw)
+
+    database.execute_sql = counted
+    return counter
+
+
+def _measure(work, args, counter) -> tuple:
+    """(CPU seconds, result, statements, profile text) of one phase."""
+    profile = cProfile.Profile()
+    if counter:
+        counter[0] = 0
+    began = time.process_time()
+    if args.profile:
+        profile.enable()
+    result = work()
+    profile.disable()
+    spent = time.process_time() - began
+    text = ""
+    if args.profile:
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(25)
+        text = out.getvalue()
+    return spent, result, counter[0] if counter else 0, text
+
+
+def _report(what: str, measured: tuple, args) -> None:
+    spent, result, statements, text = measured
+    outcome = sorted(result) if isinstance(result, set) else f"{len(result)} planned"
     print(
-        f"   {spent / args.events * 1000:.2f} ms of CPU per accepted event "
-        f"({args.events / spent:.0f} events/s on one core), answers {sorted(statuses)}"
+        f"   {spent / args.events * 1000:.2f} ms of CPU per {what} "
+        f"({args.events / spent:.0f}/s on one core): {outcome}"
         + (" (under cProfile)" if args.profile else "")
     )
     if args.profile:
-        print(f"   {statements[0] / args.events:.1f} SQL statements per event")
-        out = io.StringIO()
-        pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(30)
-        print(out.getvalue())
+        print(f"   {statements / args.events:.1f} SQL statements per {what}")
+        print(text)
     return 0
 
 

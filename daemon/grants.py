@@ -63,9 +63,15 @@ def _create(install_id: str, plan: Open, kind: str, job_id: str | None, now: int
         updated_at=now,
     )
     key = person_key(install_id, grant.email)
-    outbox.enqueue(ISSUE, install_id, plan.starts_at, grant=grant, lock_key=key)
+    # The job waits for the issue only if it runs now; a later start is answered at once.
+    waiting = {"job_id": job_id} if job_id and plan.starts_at <= now else None
+    actions = [dict(kind=ISSUE, install_id=install_id, due_at=plan.starts_at, grant=grant,
+                    lock_key=key, payload=waiting)]  # fmt: skip
     if plan.ends_at is not None:
-        outbox.enqueue(REVOKE, install_id, plan.ends_at, grant=grant, lock_key=key)
+        actions.append(
+            dict(kind=REVOKE, install_id=install_id, due_at=plan.ends_at, grant=grant, lock_key=key)
+        )
+    outbox.enqueue_many(actions)
     return grant
 
 
@@ -78,11 +84,23 @@ def _merged_window(grant: Grant, plan: Open) -> tuple[int, int | None]:
     return starts, max(grant.ends_at, plan.ends_at)
 
 
-def open_window(install_id: str, plan: Open, now: int, kind: str = "visitor") -> Grant:
-    """Create or move the grant of `plan.subject`; a closed grant stays closed."""
-    grant = Grant.get_or_none(install_id=install_id, subject=plan.subject)
+def open_window(
+    install_id: str,
+    plan: Open,
+    now: int,
+    kind: str = "visitor",
+    *,
+    job_id: str | None = None,
+    known_new: bool = False,
+) -> Grant:
+    """Create or move the grant of `plan.subject`; a closed grant stays closed.
+
+    A grant created here records `job_id`, the Envoy job its due issue answers to.
+    `known_new`: the caller has just found no grant of this subject (saves the lookup).
+    """
+    grant = None if known_new else Grant.get_or_none(install_id=install_id, subject=plan.subject)
     if grant is None:
-        return _create(install_id, plan, kind, None, now)
+        return _create(install_id, plan, kind, job_id, now)
     if grant.state not in LIVE_STATES:
         return grant
     starts, ends = _merged_window(grant, plan)

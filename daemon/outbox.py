@@ -16,19 +16,30 @@ FLAG_AFTER_ATTEMPTS = 5  # shown as failing on the status page and in metrics
 BACKOFF_CAP_SECONDS = 900
 
 
+def _row(kind: str, install_id: str, due_at: int, *, grant=None, payload=None, lock_key=None):
+    return {
+        "kind": kind,
+        "install_id": install_id,
+        "grant": grant,
+        "lock_key": lock_key,
+        "payload": payload or {},
+        "due_at": due_at,
+        "next_attempt_at": due_at,
+    }
+
+
 def enqueue(
     kind: str, install_id: str, due_at: int, *, grant=None, payload=None, lock_key=None
 ) -> Action:
     """Add an action; call inside the transaction that makes it necessary."""
     return Action.create(
-        kind=kind,
-        install_id=install_id,
-        grant=grant,
-        lock_key=lock_key,
-        payload=payload or {},
-        due_at=due_at,
-        next_attempt_at=due_at,
+        **_row(kind, install_id, due_at, grant=grant, payload=payload, lock_key=lock_key)
     )
+
+
+def enqueue_many(actions: list[dict]) -> None:
+    """Add several actions (each a dict of `enqueue`'s arguments) in one statement."""
+    Action.insert_many([_row(**action) for action in actions]).execute()
 
 
 def reschedule(action: Action, due_at: int) -> None:

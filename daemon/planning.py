@@ -13,6 +13,7 @@ is final, or by the outbox once the access work it waits for is done.
 import dataclasses
 import json
 import logging
+import threading
 import time
 
 from daemon import grants, outbox
@@ -21,7 +22,7 @@ from daemon.envoy_request import Answer, BadRequest, EnvoyRequest
 from daemon.inbox import ACCEPTED
 from daemon.installs import install_changes, save_install
 from daemon.outcomes import grant_attachments, grant_message
-from daemon.policy import Close, Ignore, Open, plan_visitor
+from daemon.policy import Close, Ignore, Open, plan_visitor, visit_subject
 from daemon.protect import EMPLOYEE_EVENTS, is_employee_event, plan_employee
 from daemon.settings import Settings
 from daemon.visits import Visit, usable_email
@@ -30,7 +31,10 @@ from db import Action, Event, Grant, Install, database
 log = logging.getLogger("envoy_proxy.planning")
 
 BATCH = 200  # deliveries read per round
-SLICE_SECONDS = 0.01  # longest a planning transaction keeps the write lock (at least one)
+SLICE_SECONDS = 0.02  # longest a planning transaction keeps the write lock (at least one)
+# One background planner at a time: two would read and parse the same deliveries, and all
+# but one of them would find the rows taken. A run that waits here plans what is left.
+_BACKGROUND = threading.Lock()
 JOB_STATUS = {200: "done", 400: "ignored"}  # any other final status: failed (ENVOY_PROTOCOL §4)
 ENTRY_EVENTS = ("entry_sign_in", "entry_sign_out")
 
@@ -39,6 +43,7 @@ ENTRY_EVENTS = ("entry_sign_in", "entry_sign_out")
 class Planned:
     answer: Answer
     grant: Grant | None = None
+    created: bool = False  # a new grant: its due issue already names the Envoy job
 
 
 def visit_of(request: EnvoyRequest) -> Visit:
@@ -82,13 +87,26 @@ class _Installs:
         return seen[1]
 
 
-def _apply(request: EnvoyRequest, visit: Visit, install: Install, now: int) -> Planned:
-    """Plan one event and write its grant and actions (inside the caller's transaction)."""
+def _apply(request: EnvoyRequest, visit: Visit, install: Install, now: int, known: set) -> Planned:
+    """Plan one event and write its grant and actions (inside the caller's transaction).
+
+    `known`: the (install, subject) pairs that may have a grant; the caller checked that the
+    others of this batch have none.
+    """
     plan, kind = _plan(request.event, visit, install, now)
     if not isinstance(plan, Ignore):
         plan = _not_ready(install) or plan
     if isinstance(plan, Ignore):
         return Planned(Answer.message(plan.status, plan.message))
+    subject = (request.install_id, plan.subject)
+    is_new = subject not in known
+    known.add(subject)
+    if isinstance(plan, Open) and is_new:
+        grant = grants.open_window(
+            request.install_id, plan, now, kind, job_id=request.job_id, known_new=True
+        )
+        answer = ACCEPTED if plan.starts_at <= now else final_answer(grant, now)
+        return Planned(answer, grant, created=True)
     if isinstance(plan, Open):
         grant = grants.open_window(request.install_id, plan, now, kind)
         if grant.state in ("ended", "cancelled") and request.event.endswith("sign_in"):
@@ -149,18 +167,16 @@ def _read(ctx, raw: str) -> tuple[EnvoyRequest, Visit]:
 
 
 def _settle(row: "_Row", planned: Planned, now: int, follow_up: bool) -> None:
-    """Store the answer; tie the due work to the Envoy job, or tell Envoy the outcome."""
+    """Tie the due work to the Envoy job, or tell Envoy the outcome (the answer is stored
+    by the caller)."""
     answer = planned.answer
-    Event.update(status=answer.status, answer=answer.body, body=None).where(
-        Event.id == row.id
-    ).execute()
-    if answer.status == 202:
+    if answer.status == 202 and not planned.created:
         Action.update(payload={"job_id": row.job_id}).where(
             (Action.grant == planned.grant)
             & (Action.done == False)  # noqa: E712
             & (Action.due_at <= now)
         ).execute()
-    elif follow_up:
+    elif answer.status != 202 and follow_up:
         message = answer.body.get("message")
         outbox.enqueue(
             "job_update",
@@ -174,6 +190,18 @@ def _settle(row: "_Row", planned: Planned, now: int, follow_up: bool) -> None:
                 "attachments": answer.body.get("attachments"),
             },
         )
+
+
+def _store_answers(answers: dict[int, Answer]) -> None:
+    """Each planned delivery's answer, one statement per distinct answer (mostly one: 202)."""
+    by_answer: dict[str, tuple[Answer, list[int]]] = {}
+    for event_id, answer in answers.items():
+        key = json.dumps([answer.status, answer.body], sort_keys=True)
+        by_answer.setdefault(key, (answer, []))[1].append(event_id)
+    for answer, event_ids in by_answer.values():
+        Event.update(status=answer.status, answer=answer.body, body=None).where(
+            Event.id.in_(event_ids)
+        ).execute()
 
 
 @dataclasses.dataclass
@@ -205,6 +233,13 @@ def plan_received(
     `follow_up`: their webhooks answered 202 already, so final answers become Envoy job
     updates. Returns what this call planned, by job id (another planner may take some first).
     """
+    if job_ids is not None:
+        return _plan_stored(ctx, now, job_ids, follow_up)
+    with _BACKGROUND:
+        return _plan_stored(ctx, now, None, follow_up)
+
+
+def _plan_stored(ctx, now: int, job_ids: list[str] | None, follow_up: bool) -> dict[str, Planned]:
     done: dict[str, Planned] = {}
     while True:
         query = Event.select(Event.id, Event.job_id, Event.install_id, Event.body).where(
@@ -224,6 +259,7 @@ def _plan_slice(rows: list[_Row], now: int, follow_up: bool, done: dict) -> list
     """Plan deliveries in one transaction until the slice is used up; the rest is returned."""
     installs = _Installs()
     started = time.monotonic()
+    answers: dict[int, Answer] = {}
     with database.atomic():
         unplanned = {
             event_id
@@ -231,24 +267,47 @@ def _plan_slice(rows: list[_Row], now: int, follow_up: bool, done: dict) -> list
             .where(Event.id.in_([row.id for row in rows]) & Event.body.is_null(False))
             .tuples()
         }
+        known = _known_subjects([row for row in rows if row.id in unplanned])
+        rest: list[_Row] = []
         for index, row in enumerate(rows):
             if index and time.monotonic() - started > SLICE_SECONDS:
-                return rows[index:]
+                rest = rows[index:]
+                break
             if row.id not in unplanned:
                 continue  # another planner took it
-            planned = _plan_one(row, installs, now)
+            planned = _plan_one(row, installs, known, now)
             _settle(row, planned, now, follow_up)
+            answers[row.id] = planned.answer
             done[row.job_id] = planned
-    return []
+        _store_answers(answers)
+    return rest
 
 
-def _plan_one(row: _Row, installs: _Installs, now: int) -> Planned:
+def _known_subjects(rows: list[_Row]) -> set[tuple[str, str]]:
+    """The (install, subject) pairs among these deliveries that already have a grant."""
+    wanted: dict[str, set[str]] = {}
+    for row in rows:
+        if row.visit is not None:
+            # An entry's grant may be its invite's.
+            subjects = {row.visit.subject, visit_subject(row.visit)}
+            wanted.setdefault(row.install_id, set()).update(subjects)
+    known = set()
+    for install_id, subjects in wanted.items():
+        known.update(
+            Grant.select(Grant.install_id, Grant.subject)
+            .where((Grant.install_id == install_id) & Grant.subject.in_(subjects))
+            .tuples()
+        )
+    return known
+
+
+def _plan_one(row: _Row, installs: _Installs, known: set, now: int) -> Planned:
     if row.refusal is not None:
         return Planned(row.refusal)
     install = installs.remember(row.request, now)
     try:
         with database.atomic():  # a savepoint: one bad delivery must not undo the others
-            return _apply(row.request, row.visit, install, now)
+            return _apply(row.request, row.visit, install, now, known)
     except BadRequest as error:
         return Planned(Answer.message(error.status, str(error)))
     except Exception as error:  # a bug must not block every later delivery

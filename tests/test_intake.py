@@ -114,10 +114,10 @@ def test_sign_in_and_sign_out_stored_together_are_planned_in_arrival_order(intak
 def test_a_delivery_that_crashes_planning_fails_alone(intake, monkeypatch):
     real = planning.grants.open_window
 
-    def open_window(install_id, plan, now, kind="visitor"):
+    def open_window(install_id, plan, *args, **kwargs):
         if plan.subject == "entries:bad":
             raise RuntimeError("a bug")
-        return real(install_id, plan, now, kind)
+        return real(install_id, plan, *args, **kwargs)
 
     monkeypatch.setattr(planning.grants, "open_window", open_window)
     bad, _ = _sign_in(intake, entry_id="bad", email="bad@example.com")
