@@ -43,11 +43,11 @@ def main(argv=None) -> int:
     for name in filter(None, args.patches.split(",")):
         PATCHES[name]()
     import db
-    from db import now_epoch
     from daemon import config
     from daemon.context import Context
     from daemon.planning import plan_received
     from daemon.secretbox import SecretBox
+    from db import now_epoch
     from web.app import create_app
 
     with workdir("accept-cpu") as work:

@@ -412,14 +412,14 @@ def add_daemon_args(parser) -> None:
         "--daemon-args",
         default="-m daemon serve",
         help='python arguments that start the daemon (default "-m daemon serve"; e.g. '
-        '"-m bench.experiment inbox_only serve")',
+        '"-m bench.experiment switch_interval serve")',
     )
     parser.add_argument(
         "--sandbox-patches",
         action=_SandboxPatches,
         default="",
         help="bench/experiment.py patches applied to the Proxy sandbox and the Envoy "
-        "simulator processes (e.g. nodelay)",
+        "simulator processes",
     )
 
 

@@ -8,6 +8,7 @@ from daemon.config import Config
 from daemon.envoy_client import EnvoyPluginClient
 from daemon.inbox import Inbox
 from daemon.metrics import Metrics
+from daemon.priority import WebhooksFirst
 from daemon.proxy_access import ProxyAccess
 from daemon.secretbox import SecretBox
 
@@ -20,6 +21,7 @@ class Context:
     envoy: EnvoyPluginClient | None
     metrics: Metrics = field(default_factory=Metrics)
     inbox: Inbox = field(default_factory=Inbox)
+    priority: WebhooksFirst = field(default_factory=WebhooksFirst)
     # Called with an epoch after a commit that may make work due sooner (the alarm clock).
     rearm: Callable[[int | None], None] = lambda at: None
     # True while the scheduler thread lives and swept recently (status page, watchdog).

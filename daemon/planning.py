@@ -250,6 +250,8 @@ def _plan_stored(ctx, now: int, job_ids: list[str] | None, follow_up: bool) -> d
         rows = [_read_row(ctx, *row) for row in query.order_by(Event.id).limit(BATCH).tuples()]
         pending = rows
         while pending:
+            if follow_up:  # in the background: webhooks first
+                ctx.priority.give_way()
             pending = _plan_slice(pending, now, follow_up, done)
         if len(rows) < BATCH:
             return done

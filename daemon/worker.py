@@ -135,6 +135,7 @@ def _run_group(ctx, actions: list[Action], moment: int) -> None:
     """One person's actions, in order, on this thread's own database connection."""
     with database.connection_context():
         for action in actions:
+            ctx.priority.give_way()
             execute(ctx, action, moment)
 
 

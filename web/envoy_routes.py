@@ -60,7 +60,7 @@ def _envoy_view(ctx: Context, handler):
         envoy_request = None
         try:
             envoy_request = EnvoyRequest.from_body(body, raw.decode())
-            with db.database.connection_context():
+            with ctx.priority.serving(), db.database.connection_context():
                 answer = handler(ctx, envoy_request, **url_args)
         except BadRequest as error:
             answer = Answer.message(error.status, str(error))
