@@ -37,11 +37,17 @@ def _find_person(client: ProxyClient, grant: Grant) -> dict | None:
 
 def _record_intent(grant: Grant, person_id: str | None, added: list[str]) -> None:
     """Commit what we are about to do in Proxy before doing it: after a crash or a failure
-    half-way, the grant still knows whom it touched and which groups to take away."""
+    half-way, the grant still knows whom it touched and which groups to take away.
+
+    Nothing is written when the grant as read for this attempt already says so.
+    """
+    if (grant.proxy_person_id, grant.added_group_ids) == (person_id, added):
+        return
     with database.atomic():
         Grant.update(proxy_person_id=person_id, added_group_ids=added).where(
             Grant.id == grant.id
         ).execute()
+    grant.proxy_person_id, grant.added_group_ids = person_id, added
 
 
 def _issue_visitor(grant, client, tags, settings, now) -> tuple[dict, list[str]]:
@@ -58,7 +64,10 @@ def _issue_visitor(grant, client, tags, settings, now) -> tuple[dict, list[str]]
             envoy_id=grant.subject,
             created_by_envoy=settings.created_by_envoy,
             send_invite=settings.proxy_notifications,
+            known_absent=True,  # _find_person just looked the email up (visitors all have one)
         )
+        # Before the safety net: a grant whose net call fails must name the person it created.
+        _record_intent(grant, person["id"], added)
         return person, added
     have = set(person.get("tags") or [])
     missing = [group for group, tag in tags.items() if tag not in have]
@@ -72,37 +81,76 @@ def _issue_visitor(grant, client, tags, settings, now) -> tuple[dict, list[str]]
     return person, added
 
 
+def _issue_employee(grant: Grant, client: ProxyClient, now: int) -> dict:
+    """Activate the employee's existing person: employees are never created."""
+    person = _find_person(client, grant)
+    if person is None:
+        raise ProxyNotFound(
+            f"no Proxy person has the email {grant.email}: add the employee in Proxy",
+            status=404,
+            code="not_found",
+        )
+    _record_intent(grant, person["id"], [])
+    _activate(client, person["id"], now)
+    return person
+
+
 def _activate(client: ProxyClient, person_id: str, now: int) -> None:
     """Schedule `active` even if Proxy says active now: a suspension may be seconds away."""
     client.schedule_status(person_id, "active", now)
 
 
-def _renew_safety_net(client: ProxyClient, grant: Grant, person_id: str, now: int) -> int | None:
+def _person_grants(grant: Grant, now: int) -> tuple[Grant, list[Grant]]:
+    """The grant as stored now, and the other grants of its person that bear on the safety net:
+    the active ones and those with a net still ahead. One query.
+
+    Stored now: a webhook may have moved the window (or the email) while we called Proxy.
+    """
+    rows = list(
+        Grant.select().where(
+            (_same_person(grant) & ((Grant.state == "active") | (Grant.safety_net_at > now)))
+            | (Grant.id == grant.id)
+        )
+    )
+    [fresh] = [g for g in rows if g.id == grant.id]
+    if (fresh.email, fresh.proxy_person_id) != (grant.email, grant.proxy_person_id):
+        return _person_grants(fresh, now)  # the person is whom the stored grant names
+    return fresh, [g for g in rows if g.id != grant.id]
+
+
+def _renew_safety_net(
+    client: ProxyClient, grant: Grant, others: list[Grant], person_id: str, now: int
+) -> int | None:
     """Make Proxy's own schedule end access when the last live grant of the person ends.
 
     Proxy cannot delete a scheduled status; an earlier net that would cut a longer stay short
     is covered by an `active` one second after it.
     """
-    live = [*Grant.select().where(_same_person(grant) & (Grant.state == "active")), grant]
+    live = [*(g for g in others if g.state == "active"), grant]
     if any(g.ends_at is None for g in live):
         return None
     end = max(g.ends_at for g in live)
-    nets = Grant.select().where(
-        (_same_person(grant) | (Grant.id == grant.id))
-        & (Grant.safety_net_at > now)
-        & (Grant.safety_net_at < end)
-    )
-    for earlier in nets:
+    netted = [g for g in [*others, grant] if g.safety_net_at is not None]
+    nets = [g for g in netted if now < g.safety_net_at <= end]
+    for earlier in (g for g in nets if g.safety_net_at < end):
         client.schedule_status(person_id, "active", earlier.safety_net_at + 1)
         Grant.update(safety_net_at=None).where(Grant.id == earlier.id).execute()
-    if (
-        Grant.select()
-        .where((_same_person(grant) | (Grant.id == grant.id)) & (Grant.safety_net_at == end))
-        .exists()
-    ):
+    if _has_net_at(grant, nets, end, now):
         return end if grant.safety_net_at == end else None
     client.schedule_status(person_id, "suspended", end)
     return end
+
+
+def _has_net_at(grant: Grant, nets: list[Grant], end: int, now: int) -> bool:
+    """Whether a grant of the person already has its net at `end`."""
+    if end > now:
+        return any(g.safety_net_at == end for g in nets)
+    # Every window is over: a net at `end` is past, so not among the rows loaded.
+    return (
+        Grant.select()
+        .where((_same_person(grant) | (Grant.id == grant.id)) & (Grant.safety_net_at == end))
+        .exists()
+    )
 
 
 def issue(ctx, grant: Grant, now: int) -> str:
@@ -111,22 +159,12 @@ def issue(ctx, grant: Grant, now: int) -> str:
     settings = Settings.from_config(install.config or {})
     client = ctx.proxy.client(install)
     if grant.kind == "employee":
-        person = _find_person(client, grant)
-        if person is None:
-            raise ProxyNotFound(
-                f"no Proxy person has the email {grant.email}: add the employee in Proxy",
-                status=404,
-                code="not_found",
-            )
-        added = []
-        _record_intent(grant, person["id"], added)
-        _activate(client, person["id"], now)
+        person, added = _issue_employee(grant, client, now), []
     else:
         tags = ctx.proxy.group_tags(install, client, grant.group_ids)
         person, added = _issue_visitor(grant, client, tags, settings, now)
-    _record_intent(grant, person["id"], added)
-    grant = Grant.get_by_id(grant.id)
-    net = _renew_safety_net(client, grant, person["id"], now)
+    grant, others = _person_grants(grant, now)
+    net = _renew_safety_net(client, grant, others, person["id"], now)
     with database.atomic():
         changed = (
             Grant.update(

@@ -107,7 +107,7 @@ class ProxyClient:
         self._auth = HTTPBasicAuth(app_key, app_secret)
         self._timeout = (connect_timeout, read_timeout)
         self._retry_budget = retry_budget
-        self._session = session or requests.Session()
+        self._session = session or _session_for(self.base_url)
         self._headers = {"User-Agent": f"envoy-proxy/{__version__}", "Accept": "application/json"}
         self._observe = observe
         self._missing_endpoints = set()
@@ -198,18 +198,24 @@ class ProxyClient:
         envoy_id=None,
         created_by_envoy=False,
         send_invite=False,
+        known_absent=False,
     ) -> dict:
         """Create a person in Proxy, or return the existing one with this email.
 
         Proxy has no idempotency keys, so the POST is never repeated blindly: after an
         ambiguous failure the person is looked up by email first, and only re-posted if absent.
+        `known_absent`: the caller has just looked this email up and found no one, so the
+        lookup before the first POST is skipped (one call fewer per new person); the lookup
+        after an ambiguous failure still runs.
         """
-        existing = self.find_person_by_email(email)
-        if existing is not None:
-            logger.info(
-                "Proxy person %s already exists for this email; not importing", existing.get("id")
-            )
-            return existing
+        if not known_absent:
+            existing = self.find_person_by_email(email)
+            if existing is not None:
+                logger.info(
+                    "Proxy person %s already exists for this email; not importing",
+                    existing.get("id"),
+                )
+                return existing
         body = _import_body(
             name, email, tags, photo, phone, envoy_id, created_by_envoy, send_invite
         )
@@ -456,6 +462,19 @@ class ProxyClient:
         """Remove the secret from text Proxy sent, in case an error message echoes it."""
         secret = self._auth.password
         return text.replace(secret, "***") if secret else text
+
+
+def _session_for(base_url):
+    """A session that reads the environment's proxy and CA bundle settings once.
+
+    requests reads them again on every call (0.16 ms of CPU each); every call of ours goes to
+    the base URL's host, for which the answer is always the same.
+    """
+    session = requests.Session()
+    settings = session.merge_environment_settings(base_url, {}, None, None, None)
+    session.trust_env = False
+    session.proxies, session.verify = settings["proxies"], settings["verify"]
+    return session
 
 
 class _Repeatable(Exception):

@@ -147,9 +147,9 @@ DROP = Reply(0)  # close the connection without answering
 # --- request parsing -------------------------------------------------------------------------
 
 
-def _parse_query(query_string: str) -> dict[str, str]:
+def _parse_query(pairs: list[tuple[str, str]]) -> dict[str, str]:
     query: dict[str, str] = {}
-    for name, value in parse_qsl(query_string, keep_blank_values=True):
+    for name, value in pairs:
         if name in query:
             raise ApiError(400, "invalid_parameter", f"{name} is given more than once")
         query[name] = value
@@ -291,8 +291,16 @@ class Person:
         }
 
 
+def _email_key(email: str) -> str:
+    return email.lower()
+
+
 class World:
-    """Apps, orgs, sites, groups and persons, and the sandbox clock. Callers hold the lock."""
+    """Apps, orgs, sites, groups and persons, and the sandbox clock. Callers hold the lock.
+
+    Persons are indexed by email so that a lookup costs the same with 10 or 100,000 of them;
+    every person enters through ``add_person``, which keeps the index in step.
+    """
 
     def __init__(self) -> None:
         self.clock_offset = 0.0
@@ -301,6 +309,8 @@ class World:
         self.sites: dict[str, dict] = {}
         self.groups: dict[str, dict] = {}
         self.persons: dict[str, Person] = {}
+        self._ids_by_email: dict[str, list[str]] = {}  # in the order of ``persons``
+        self._scheduled_ids: set[str] = set()  # every scheduled status id ever given out
         self._serial = itertools.count(1)
 
     def now(self) -> float:
@@ -329,14 +339,32 @@ class World:
             raise _not_found("person", person_id)
         return person
 
+    def add_person(self, person: Person) -> None:
+        """Store a new person, or replace the one with its id (a seed), and index its email."""
+        old = self.persons.get(person.id)
+        self.persons[person.id] = person
+        key = _email_key(person.email)
+        if old is None:
+            self._ids_by_email.setdefault(key, []).append(person.id)
+        elif _email_key(old.email) != key:
+            self._ids_by_email[_email_key(old.email)].remove(person.id)
+            # The replacement keeps the old person's place in ``persons``, and so in listings.
+            self._ids_by_email[key] = [
+                i for i, p in self.persons.items() if _email_key(p.email) == key
+            ]
+
+    def persons_with_email(self, email: str) -> list[Person]:
+        """The persons whose email matches case-insensitively, in the order of ``persons``."""
+        return [self.persons[i] for i in self._ids_by_email.get(_email_key(email), ())]
+
     def schedule(
         self, person: Person, status: str, date: str, ident: str | None = None
     ) -> Scheduled:
         if ident is None:
-            taken = {s.id for p in self.persons.values() for s in p.scheduled}
-            ident = self.new_id("ss_", taken)
+            ident = self.new_id("ss_", self._scheduled_ids)
         entry = Scheduled(ident, status, date, _parse_utc(date))
         person.scheduled.append(entry)
+        self._scheduled_ids.add(ident)
         return entry
 
     # seeding
@@ -382,7 +410,7 @@ class World:
             invites_sent=record.get("invitesSent", 0),
             resends=record.get("resends", 0),
         )
-        self.persons[person.id] = person
+        self.add_person(person)
         for entry in record.get("scheduledStatuses", []):
             _require_keys(entry, {"status", "scheduledDate"}, {"id"}, "seed.scheduledStatuses[]")
             self.schedule(person, entry["status"], entry["scheduledDate"], entry.get("id"))
@@ -462,13 +490,11 @@ def get_group(world: World, call: Call) -> dict:
 def list_persons(world: World, call: Call) -> dict:
     email = _filter(call.query, "email")
     site, now = call.site, world.now()
-    persons = [
-        p.view(now)
-        for p in world.persons.values()
-        if (p.org_id, p.site_id) == (site["orgId"], site["id"])
-        and (email is None or p.email.lower() == email.lower())
-    ]
-    return _paginate(persons, call.query)
+    candidates = world.persons.values() if email is None else world.persons_with_email(email)
+    scope = (site["orgId"], site["id"])
+    persons = [p for p in candidates if (p.org_id, p.site_id) == scope]
+    page = _paginate(persons, call.query)
+    return {"items": [p.view(now) for p in page["items"]]}  # only the page's persons
 
 
 def get_person(world: World, call: Call) -> dict:
@@ -524,7 +550,7 @@ def _create_person(world: World, site: dict, item: dict, body: dict) -> Person:
         photo=item.get("photo"),
         invites_sent=1 if body.get("sendInvite") else 0,
     )
-    world.persons[person.id] = person
+    world.add_person(person)
     return person
 
 
@@ -815,8 +841,11 @@ class ProxySandbox:
 
     def persons(self, email: str | None = None) -> list[dict]:
         """Persons of every org and site as in state(), optionally only those with ``email``."""
-        persons = self.state()["persons"]
-        return [p for p in persons if email is None or p["email"].lower() == email.lower()]
+        with self._lock:
+            world = self._world
+            chosen = world.persons.values() if email is None else world.persons_with_email(email)
+            now = world.now()
+            return [p.full_view(now) for p in chosen]
 
     def _drop_faults(self) -> None:
         self._faults.clear()
@@ -852,17 +881,17 @@ class ProxySandbox:
             epoch, moment = self._fault_epoch, time.monotonic()
             self._faults = [f for f in self._faults if f.live(moment)]
             hits = [f for f in self._faults if f.take(path)]
+        pairs = parse_qsl(query_string, keep_blank_values=True)  # parsed once: served and logged
         reply = self._suffer(hits, epoch)
         if reply is None:
             try:
-                reply = Reply.json(200, self._serve_api(method, path, query_string, headers, raw))
+                reply = Reply.json(200, self._serve_api(method, path, pairs, headers, raw))
             except ApiError as exc:
                 reply = Reply.error(exc)
-        self._record(method, path, query_string, None if reply is DROP else reply.status)
+        self._record(method, path, dict(pairs), None if reply is DROP else reply.status)
         return reply
 
-    def _record(self, method: str, path: str, query_string: str, status: int | None) -> None:
-        query = dict(parse_qsl(query_string, keep_blank_values=True))
+    def _record(self, method: str, path: str, query: dict, status: int | None) -> None:
         with self._lock:
             entry = {"method": method, "path": path, "query": query, "status": status}
             self._calls.append({**entry, "at": self._world.now()})
@@ -882,12 +911,12 @@ class ProxySandbox:
         failing = next((f for f in hits if f.status), None)
         return None if failing is None else failing.reply()
 
-    def _serve_api(self, method: str, path: str, query_string: str, headers: Any, raw: bytes):
+    def _serve_api(self, method: str, path: str, pairs: list, headers: Any, raw: bytes):
         route, params = _route(method, path)
         with self._lock:
             world = self._world
             app = _authenticate(world, headers.get("Authorization"))
-            query = _parse_query(query_string)
+            query = _parse_query(pairs)
             _check_params(route, query)
             body = _json_body(raw, headers.get("Content-Type", ""))
             if route.body and body is None:

@@ -212,6 +212,30 @@ def test_import_person_reuses_an_existing_person_without_posting(client, proxy_s
     assert len(proxy_sandbox.persons("erin@example.com")) == 1
 
 
+def sequence(sandbox):
+    return [(c["method"], c["path"], c["status"]) for c in sandbox.state()["calls"]]
+
+
+def test_import_person_known_absent_posts_at_once(client, proxy_sandbox):
+    person = client.import_person(
+        name="Ada", email="ada@example.com", tags=["visitor-lobby"], known_absent=True
+    )
+    assert [p["id"] for p in proxy_sandbox.persons("ada@example.com")] == [person["id"]]
+    assert sequence(proxy_sandbox) == [("POST", IMPORT, 200)]
+
+
+def test_import_person_known_absent_still_looks_up_after_an_ambiguous_failure(
+    client, proxy_sandbox
+):
+    proxy_sandbox.add_fault(status=500, count=1, path_prefix=IMPORT)
+    person = client.import_person(
+        name="Ada", email="ada@example.com", tags=["visitor-lobby"], known_absent=True
+    )
+    assert [p["id"] for p in proxy_sandbox.persons("ada@example.com")] == [person["id"]]
+    lookup = ("GET", "/manage/persons", 200)
+    assert sequence(proxy_sandbox) == [("POST", IMPORT, 500), lookup, ("POST", IMPORT, 200)]
+
+
 def test_group_membership_is_added_and_removed(client, proxy_sandbox):
     sam = client.find_person_by_email("sam@example.com")
     client.add_to_group("grp-vip", sam["id"])
@@ -381,6 +405,19 @@ def test_an_unreachable_proxy_is_unavailable_within_the_budget():
     assert time.monotonic() - started < 1.5
 
 
+def test_the_environments_proxy_settings_apply_to_every_call(proxy_sandbox, monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # nobody listens
+    with make_client(proxy_sandbox.url, retry_budget=0.3) as proxy:
+        raised(ProxyUnavailable, proxy.list_orgs)
+        raised(ProxyUnavailable, proxy.list_sites)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with make_client(proxy_sandbox.url) as proxy:
+        assert proxy.list_orgs() and proxy.list_sites()
+    assert len(calls(proxy_sandbox, "GET", "/v1/orgs")) == 1
+
+
 def test_a_dropped_import_is_retried_without_creating_a_twin(client, proxy_sandbox):
     proxy_sandbox.add_fault(drop=True, count=1, path_prefix=IMPORT)
     person = client.import_person(name="Ada", email="ada@example.com", tags=["visitor-lobby"])
@@ -393,9 +430,8 @@ def test_a_5xx_on_import_is_checked_by_email_before_posting_again(client, proxy_
     proxy_sandbox.add_fault(status=500, count=1, path_prefix=IMPORT)
     person = client.import_person(name="Ada", email="ada@example.com", tags=["visitor-lobby"])
     assert [p["id"] for p in proxy_sandbox.persons("ada@example.com")] == [person["id"]]
-    sequence = [(c["method"], c["path"], c["status"]) for c in proxy_sandbox.state()["calls"]]
     lookup = ("GET", "/manage/persons", 200)
-    assert sequence == [lookup, ("POST", IMPORT, 500), lookup, ("POST", IMPORT, 200)]
+    assert sequence(proxy_sandbox) == [lookup, ("POST", IMPORT, 500), lookup, ("POST", IMPORT, 200)]
 
 
 # -- secrecy ----------------------------------------------------------------------------------

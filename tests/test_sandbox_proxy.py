@@ -206,6 +206,34 @@ def test_persons_are_found_by_email_case_insensitively_within_their_site(proxy_s
     assert ids(other_site) == []
 
 
+def _found(sandbox, email):
+    params = {**SITE_1, "filter": json.dumps({"email": email})}
+    return ids(call(sandbox, "GET", "/manage/persons", params))
+
+
+def test_the_email_lookup_follows_imports_and_seeds_that_replace_a_person(proxy_sandbox):
+    imported = import_one(proxy_sandbox, email="Ada@Example.com").json()["items"][0]["id"]
+    twin = import_one(proxy_sandbox, email="ada@example.com").json()["items"][0]["id"]
+    erin = {"orgId": "org-1", "siteId": "site-1", "name": "Erin", "email": "ADA@example.com"}
+    proxy_sandbox.seed({"persons": [{**erin, "id": "p_1"}]})  # p_1 was erin@example.com
+
+    assert _found(proxy_sandbox, "ada@example.com") == ["p_1", imported, twin]  # listing order
+    assert _found(proxy_sandbox, "erin@example.com") == []
+    assert [p["id"] for p in proxy_sandbox.persons("ADA@EXAMPLE.COM")] == ["p_1", imported, twin]
+
+
+def test_person_listings_without_a_filter_page_through_everyone_of_the_site(proxy_sandbox):
+    person = {"orgId": "org-1", "siteId": "site-1", "name": "Many"}
+    many = [{**person, "email": f"m{i}@example.com"} for i in range(150)]
+    proxy_sandbox.seed({"persons": many})
+
+    pages = [call(proxy_sandbox, "GET", "/manage/persons", {**SITE_1, "page": n, "limit": 100})
+             for n in (1, 2)]  # fmt: skip
+
+    assert [len(ids(page)) for page in pages] == [100, 52]
+    assert ids(pages[0])[:2] == ["p_1", "p_2"]
+
+
 def test_a_person_is_got_by_id_within_its_site(proxy_sandbox):
     sam = call(proxy_sandbox, "GET", "/manage/persons/p_2", SITE_1)
     elsewhere = call(proxy_sandbox, "GET", "/manage/persons/p_2", SITE_2)
@@ -370,6 +398,19 @@ def test_seeded_scheduled_statuses_count_and_the_clock_can_be_set_over_http(prox
 
     assert (before, after) == ("active", "suspended")
     assert moved["now"] == pytest.approx(then + 1, abs=1)
+
+
+def test_scheduled_status_ids_stay_unique_beside_seeded_ones(proxy_sandbox):
+    date = iso(time.time() + 86400)
+    seeded = [{"id": f"ss_{n}", "status": "suspended", "scheduledDate": date} for n in range(1, 9)]
+    person = {"orgId": "org-1", "siteId": "site-1", "name": "Val", "email": "val@example.com"}
+    proxy_sandbox.seed({"persons": [{**person, "scheduledStatuses": seeded}]})
+
+    given = [schedule(proxy_sandbox, "p_1", "active", time.time() + 60).json()["id"]
+             for _ in range(3)]  # fmt: skip
+
+    assert len(set(given)) == 3
+    assert not set(given) & {s["id"] for s in seeded}
 
 
 # --- control routes --------------------------------------------------------------------------
