@@ -1,5 +1,7 @@
 """CPU cost of one accepted event, in-process: the app called as WSGI, no HTTP, no contention;
-then of planning those events (what the scheduler does next with an inline budget of 0).
+then of planning those events (what the scheduler does next with an inline budget of 0), and
+of issuing their credentials and updating their Envoy jobs (the outbox, against the Proxy
+sandbox and the Envoy simulator running as processes of their own, so not counted here).
 
 Separates the webhook's own CPU from everything the intake benchmark mixes in (Waitress,
 the load generator, the outbox). `--profile` adds cProfile's top functions and counts the SQL
@@ -16,7 +18,16 @@ import pstats
 import sys
 import time
 
-from bench.common import CLIENT_SECRET, prepare_install, print_header, sign_ins, workdir
+from bench.common import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    EnvoySim,
+    Sandbox,
+    prepare_install,
+    print_header,
+    sign_ins,
+    workdir,
+)
 from bench.experiment import PATCHES
 
 
@@ -47,10 +58,12 @@ def main(argv=None) -> int:
     from daemon.context import Context
     from daemon.planning import plan_received
     from daemon.secretbox import SecretBox
+    from daemon.worker import run_due
     from db import now_epoch
     from web.app import create_app
 
     with workdir("accept-cpu") as work:
+        sandbox, envoy = Sandbox(work), EnvoySim(work)
         settings = prepare_install(work)
         cfg = config.load(
             environ={
@@ -58,7 +71,9 @@ def main(argv=None) -> int:
                 "ENVOY_PROXY_DB": str(work / "daemon.sqlite3"),
                 "ENVOY_PROXY_KEY_FILE": str(work / "secret.key"),
                 "ENVOY_PROXY_INLINE_BUDGET": "0",
-                "PROXY_API_URL": "http://127.0.0.1:9",
+                "PROXY_API_URL": sandbox.url,
+                "ENVOY_CLIENT_ID": CLIENT_ID,
+                "ENVOY_BASE_URL": envoy.url,
             }
         )
         db.open_database(cfg.db)
@@ -72,10 +87,29 @@ def main(argv=None) -> int:
         accept = _measure(lambda: {call(app, r) for r in requests}, args, counter)
         with db.database.connection_context():
             plan = _measure(lambda: plan_received(ctx, now_epoch()), args, counter)
+            issue = _measure(lambda: _run_until_done(run_due, ctx), args, counter)
         db.close_database()
+        sandbox.stop()
+        envoy.stop()
     _report("accepted event", accept, args)
     _report("planned event", plan, args)
+    _report("credential issued, its job updated", issue, args)
     return 0
+
+
+def _run_until_done(run_due, ctx) -> list:
+    """The outbox until nothing is due (issues, then the job updates they queue)."""
+    from db import Action, now_epoch
+
+    while (
+        Action.select()
+        .where(
+            (Action.done == False) & (Action.next_attempt_at <= now_epoch())  # noqa: E712
+        )
+        .exists()
+    ):
+        run_due(ctx)
+    return list(Action.select().where(Action.kind == "job_update"))
 
 
 def _count_statements(database) -> list[int]:
@@ -111,7 +145,7 @@ def _measure(work, args, counter) -> tuple:
 
 def _report(what: str, measured: tuple, args) -> None:
     spent, result, statements, text = measured
-    outcome = sorted(result) if isinstance(result, set) else f"{len(result)} planned"
+    outcome = sorted(result) if isinstance(result, set) else f"{len(result)} done"
     print(
         f"   {spent / args.events * 1000:.2f} ms of CPU per {what} "
         f"({args.events / spent:.0f}/s on one core): {outcome}"

@@ -4,18 +4,22 @@ The webhooks, the planner and the outbox share one interpreter, and CPython shar
 core between runnable threads alike: under a flood of sign-ins, eight busy outbox threads
 would take most of it and every answer would wait behind them (BENCHMARKS.md §1). Envoy
 retries what it does not get answered in time, which only adds load, whereas background work
-lost nothing by waiting: it is in the database. So a background step first waits until no
-webhook is being served, but never longer than `max_wait`, so that it always moves on.
+lost nothing by waiting: it is in the database. So while webhooks are being served,
+background steps (an outbox action, a planning slice) go one at a time, `spacing` seconds
+apart across all threads: they keep moving, endings included, at a pace the webhooks can
+bear. Without webhooks they run freely.
 """
 
 import contextlib
 import threading
+import time
 
 
 class WebhooksFirst:
-    def __init__(self, max_wait: float = 0.1):
-        self.max_wait = max_wait
+    def __init__(self, spacing: float = 0.05):
+        self.spacing = spacing
         self._serving = 0
+        self._last_turn = -spacing  # monotonic time of the last step taken under load
         self._quiet = threading.Condition()
 
     @contextlib.contextmanager
@@ -32,6 +36,13 @@ class WebhooksFirst:
                     self._quiet.notify_all()
 
     def give_way(self) -> None:
-        """Before a step of background work: wait for a moment without webhooks."""
+        """Before a step of background work: wait for a moment without webhooks, or for this
+        step's turn (at most `spacing` after the previous step taken under load)."""
         with self._quiet:
-            self._quiet.wait_for(lambda: not self._serving, timeout=self.max_wait)
+            while self._serving:
+                now = time.monotonic()
+                turn = self._last_turn + self.spacing
+                if now >= turn:
+                    self._last_turn = now
+                    return
+                self._quiet.wait(turn - now)

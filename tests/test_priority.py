@@ -1,5 +1,5 @@
-"""Webhooks first (daemon/priority.py): background steps wait for a moment without webhooks,
-but never longer than the bound."""
+"""Webhooks first (daemon/priority.py): while webhooks are served, background steps go one
+at a time, spaced apart; without webhooks they go at once."""
 
 import threading
 import time
@@ -8,7 +8,8 @@ from daemon.priority import WebhooksFirst
 
 
 def test_a_background_step_waits_for_the_webhook_being_served():
-    first = WebhooksFirst(max_wait=10)
+    first = WebhooksFirst(spacing=10)
+    first.give_way()  # no webhook: goes at once
     serving, release = threading.Event(), threading.Event()
     order = []
 
@@ -19,6 +20,8 @@ def test_a_background_step_waits_for_the_webhook_being_served():
             order.append("webhook")
 
     def background():
+        with first.serving():  # another webhook: one step may go now, the next must wait
+            first.give_way()
         first.give_way()
         order.append("background")
 
@@ -34,17 +37,18 @@ def test_a_background_step_waits_for_the_webhook_being_served():
     assert order == ["webhook", "background"]
 
 
-def test_a_background_step_never_waits_longer_than_the_bound():
-    first = WebhooksFirst(max_wait=0.05)
+def test_under_load_background_steps_are_spaced_and_never_stop():
+    first = WebhooksFirst(spacing=0.05)
     with first.serving():
         started = time.monotonic()
-        first.give_way()
-        waited = time.monotonic() - started
-    assert 0.04 <= waited < 5
+        for _ in range(4):
+            first.give_way()
+        took = time.monotonic() - started
+    assert 0.14 <= took < 5  # the first at once, then three spaced 0.05 s apart
 
 
 def test_without_webhooks_a_background_step_goes_on_at_once():
-    first = WebhooksFirst(max_wait=30)
+    first = WebhooksFirst(spacing=30)
     started = time.monotonic()
     first.give_way()
     assert time.monotonic() - started < 5  # far below the bound: it did not wait for it
