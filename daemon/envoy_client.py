@@ -17,6 +17,7 @@ from urllib.parse import quote
 import requests
 
 from daemon import __version__
+from daemon.http_session import session_for
 
 log = logging.getLogger("envoy_proxy.envoy")
 
@@ -96,7 +97,7 @@ class _EnvoyAPI:
         self.base_url = base_url.rstrip("/")
         self._timeout = timeout
         self._retry_budget = retry_budget
-        self._session = session or requests.Session()
+        self._session = session or session_for(self.base_url)
 
     def _secrets(self) -> list[str]:
         """Strings that must never appear in an error message."""

@@ -18,6 +18,7 @@ from requests.auth import HTTPBasicAuth
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from daemon import __version__
+from daemon.http_session import session_for
 
 logger = logging.getLogger("envoy_proxy.proxy")
 
@@ -107,7 +108,7 @@ class ProxyClient:
         self._auth = HTTPBasicAuth(app_key, app_secret)
         self._timeout = (connect_timeout, read_timeout)
         self._retry_budget = retry_budget
-        self._session = session or _session_for(self.base_url)
+        self._session = session or session_for(self.base_url)
         self._headers = {"User-Agent": f"envoy-proxy/{__version__}", "Accept": "application/json"}
         self._observe = observe
         self._missing_endpoints = set()
@@ -462,19 +463,6 @@ class ProxyClient:
         """Remove the secret from text Proxy sent, in case an error message echoes it."""
         secret = self._auth.password
         return text.replace(secret, "***") if secret else text
-
-
-def _session_for(base_url):
-    """A session that reads the environment's proxy and CA bundle settings once.
-
-    requests reads them again on every call (0.16 ms of CPU each); every call of ours goes to
-    the base URL's host, for which the answer is always the same.
-    """
-    session = requests.Session()
-    settings = session.merge_environment_settings(base_url, {}, None, None, None)
-    session.trust_env = False
-    session.proxies, session.verify = settings["proxies"], settings["verify"]
-    return session
 
 
 class _Repeatable(Exception):
