@@ -13,7 +13,11 @@ from db import Action, database
 
 LEASE_SECONDS = 120
 FLAG_AFTER_ATTEMPTS = 5  # shown as failing on the status page and in metrics
-BACKOFF_CAP_SECONDS = 900
+# A visitor waits in the lobby for an issue and an ending must not lag, so Proxy actions are
+# retried at least every 2 minutes: with a 15-minute cap, an issue was retried 295 s after an
+# outage ended (BENCHMARKS.md, C3). Envoy's job updates can wait longer.
+BACKOFF_CAP_SECONDS = 120
+JOB_UPDATE_BACKOFF_CAP_SECONDS = 900
 
 
 def _row(kind: str, install_id: str, due_at: int, *, grant=None, payload=None, lock_key=None):
@@ -100,9 +104,9 @@ def complete(action: Action, now: int, outcome: str = "done", note: str | None =
     ).where(Action.id == action.id).execute()
 
 
-def backoff_seconds(attempts: int) -> float:
+def backoff_seconds(attempts: int, cap: float = BACKOFF_CAP_SECONDS) -> float:
     """Exponential backoff with full jitter: 0..min(cap, 5·2^attempts) seconds, at least 2."""
-    return max(2.0, random.uniform(0, min(BACKOFF_CAP_SECONDS, 5 * 2**attempts)))
+    return max(2.0, random.uniform(0, min(cap, 5 * 2**attempts)))
 
 
 def fail(action: Action, now: int, error: str, *, retry_after: float = 0, dead: bool = False):
@@ -112,7 +116,8 @@ def fail(action: Action, now: int, error: str, *, retry_after: float = 0, dead: 
     if dead:
         changes.update(done=True, outcome="dead", done_at=now)
     else:
-        delay = max(backoff_seconds(attempts), retry_after)
+        cap = JOB_UPDATE_BACKOFF_CAP_SECONDS if action.kind == "job_update" else BACKOFF_CAP_SECONDS
+        delay = max(backoff_seconds(attempts, cap), retry_after)
         changes["next_attempt_at"] = now + int(delay + 0.999)
     with database.atomic():
         Action.update(**changes).where(Action.id == action.id).execute()

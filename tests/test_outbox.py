@@ -1,0 +1,30 @@
+"""Outbox bookkeeping (daemon/outbox.py): how far a failure pushes the next attempt back."""
+
+import pytest
+
+import db
+from daemon import outbox
+
+
+@pytest.mark.parametrize(("kind", "cap"), [("issue", 120), ("revoke", 120), ("job_update", 900)])
+def test_after_many_failures_the_next_attempt_is_never_further_off_than_the_cap(
+    database, kind, cap
+):
+    now = 1_800_000_000
+    waits = []
+    for _ in range(200):
+        with database.atomic():
+            action = outbox.enqueue(kind, "install-1", now)
+            action.attempts = 12  # 5·2^13 s uncapped
+        outbox.fail(action, now, "Proxy answered 503")
+        waits.append(db.Action.get_by_id(action.id).next_attempt_at - now)
+    assert max(waits) <= cap
+    assert max(waits) > cap / 2  # full jitter over the whole range, not a fixed short wait
+
+
+def test_retry_after_from_proxy_wins_over_the_cap(database):
+    now = 1_800_000_000
+    with database.atomic():
+        action = outbox.enqueue("issue", "install-1", now)
+    outbox.fail(action, now, "rate limited", retry_after=600)
+    assert db.Action.get_by_id(action.id).next_attempt_at == now + 600
