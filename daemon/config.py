@@ -84,7 +84,8 @@ OPTIONS: tuple[Option, ...] = (
         "inline_budget",
         "ENVOY_PROXY_INLINE_BUDGET",
         3.0,
-        "Seconds a webhook may spend calling Proxy before answering 202 and finishing later.",
+        "Seconds a webhook may spend calling Proxy before answering 202 and finishing later;"
+        " 0: answer 202 once the event is stored, plan it in the background (fastest intake).",
         type=float,
         minimum=0.0,
         maximum=20.0,
