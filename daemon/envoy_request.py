@@ -6,6 +6,7 @@ carry a stale copy as `env`, which we ignore).
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 
@@ -56,12 +57,12 @@ class EnvoyRequest:
             raw=raw,
         )
 
-    @property
+    @cached_property  # read on every step of an event's way in
     def event(self) -> str | None:
         event = self.meta.get("event")
         return event if isinstance(event, str) else None
 
-    @property
+    @cached_property
     def job_id(self) -> str | None:
         return as_id(_dict(self.meta.get("job")).get("id"))
 

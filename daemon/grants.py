@@ -6,7 +6,7 @@ moves them. Ending a grant that was never issued cancels it without any Proxy ca
 """
 
 from daemon import outbox
-from daemon.outcomes import queue_job_update
+from daemon.outcomes import queue_job_update, waiting_jobs
 from daemon.policy import Close, Open
 from db import Action, Grant
 
@@ -64,7 +64,7 @@ def _create(install_id: str, plan: Open, kind: str, job_id: str | None, now: int
     )
     key = person_key(install_id, grant.email)
     # The job waits for the issue only if it runs now; a later start is answered at once.
-    waiting = {"job_id": job_id} if job_id and plan.starts_at <= now else None
+    waiting = {"jobs": [job_id]} if job_id and plan.starts_at <= now else None
     actions = [dict(kind=ISSUE, install_id=install_id, due_at=plan.starts_at, grant=grant,
                     lock_key=key, payload=waiting)]  # fmt: skip
     if plan.ends_at is not None:
@@ -205,13 +205,29 @@ def drop_pending(grant: Grant, now: int, kind: str | None = None) -> None:
     pending = (Action.grant == grant.id) & (Action.done == False)  # noqa: E712
     if kind is not None:
         pending &= Action.kind == kind
-    waiting = [a.payload.get("job_id") for a in Action.select(Action.payload).where(pending)]
+    waiting = {job for a in Action.select(Action.payload).where(pending) for job in
+               waiting_jobs(a.payload)}  # fmt: skip
     Action.update(done=True, outcome="cancelled", done_at=now, claimed_until=None).where(
         pending
     ).execute()
     closed = Grant.get_by_id(grant.id)
-    for job_id in filter(None, waiting):
+    for job_id in sorted(waiting):
         queue_job_update(job_id, closed, now)
+
+
+def report_to(grant: Grant, job_id: str, now: int) -> None:
+    """Make the grant's due work report to this Envoy job (answered 202) when it is done.
+
+    A job joins those already waiting: a later event for the same visit must not leave an
+    earlier one's job unfinished.
+    """
+    due = (Action.grant == grant.id) & (Action.done == False) & (Action.due_at <= now)  # noqa: E712
+    for action in Action.select(Action.id, Action.payload).where(due):
+        jobs = waiting_jobs(action.payload)
+        if job_id not in jobs:
+            Action.update(payload={**action.payload, "jobs": [*jobs, job_id]}).where(
+                Action.id == action.id
+            ).execute()
 
 
 def end_now(grant: Grant, now: int) -> Action | None:

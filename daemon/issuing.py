@@ -9,9 +9,10 @@ action twice (after a crash between the Proxy call and the commit) converges to 
 
 import logging
 
+from daemon import grants
 from daemon.proxy_client import ProxyClient, ProxyNotFound
 from daemon.settings import Settings
-from db import Action, Grant, Install, database
+from db import Grant, Install, database
 
 log = logging.getLogger("envoy_proxy.issuing")
 
@@ -227,6 +228,4 @@ def _mark_ended(grant: Grant, now: int) -> None:
     Grant.update(state="ended", ends_at=now, updated_at=now, version=Grant.version + 1).where(
         Grant.id == grant.id
     ).execute()
-    Action.update(done=True, outcome="cancelled", done_at=now, claimed_until=None).where(
-        (Action.grant == grant.id) & (Action.kind == "issue") & (Action.done == False)  # noqa: E712
-    ).execute()
+    grants.drop_pending(grant, now, kind="issue")

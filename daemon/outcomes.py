@@ -36,6 +36,11 @@ def grant_message(grant: Grant, now: int) -> str:
     return "Proxy credential being issued"
 
 
+def waiting_jobs(payload: dict) -> list[str]:
+    """The Envoy jobs, answered 202, that an issue or revoke action will report to."""
+    return list(payload.get("jobs") or [])
+
+
 def queue_job_update(job_id: str, grant: Grant, now: int, failure: str | None = None) -> None:
     """Tell Envoy how a job answered 202 ended (call in the transaction that ended it)."""
     install = Install.get_or_none(install_id=grant.install_id)

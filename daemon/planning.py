@@ -10,6 +10,7 @@ What planning decides becomes the delivery's stored answer. When the webhook alr
 is final, or by the outbox once the access work it waits for is done.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -171,11 +172,7 @@ def _settle(row: "_Row", planned: Planned, now: int, follow_up: bool) -> None:
     by the caller)."""
     answer = planned.answer
     if answer.status == 202 and not planned.created:
-        Action.update(payload={"job_id": row.job_id}).where(
-            (Action.grant == planned.grant)
-            & (Action.done == False)  # noqa: E712
-            & (Action.due_at <= now)
-        ).execute()
+        grants.report_to(planned.grant, row.job_id, now)
     elif answer.status != 202 and follow_up:
         message = answer.body.get("message")
         outbox.enqueue(
@@ -250,9 +247,9 @@ def _plan_stored(ctx, now: int, job_ids: list[str] | None, follow_up: bool) -> d
         rows = [_read_row(ctx, *row) for row in query.order_by(Event.id).limit(BATCH).tuples()]
         pending = rows
         while pending:
-            if follow_up:  # in the background: webhooks first
-                ctx.priority.give_way()
-            pending = _plan_slice(pending, now, follow_up, done)
+            # In the background (follow_up), webhooks first; a webhook's own planning is not.
+            with ctx.priority.background_step() if follow_up else contextlib.nullcontext():
+                pending = _plan_slice(pending, now, follow_up, done)
         if len(rows) < BATCH:
             return done
 

@@ -4,10 +4,10 @@ The webhooks, the planner and the outbox share one interpreter, and CPython shar
 core between runnable threads alike: under a flood of sign-ins, eight busy outbox threads
 would take most of it and every answer would wait behind them (BENCHMARKS.md §1). Envoy
 retries what it does not get answered in time, which only adds load, whereas background work
-lost nothing by waiting: it is in the database. So while webhooks are being served,
-background steps (an outbox action, a planning slice) go one at a time, `spacing` seconds
-apart across all threads: they keep moving, endings included, at a pace the webhooks can
-bear. Without webhooks they run freely.
+loses nothing by waiting: it is in the database. So while webhooks are being served,
+background steps (an outbox action, a planning slice) go one at a time and, all together,
+take at most `share` of the time: they keep moving, endings included, at a pace the webhooks
+can bear. Without webhooks they run freely, side by side.
 """
 
 import contextlib
@@ -16,33 +16,42 @@ import time
 
 
 class WebhooksFirst:
-    def __init__(self, spacing: float = 0.05):
-        self.spacing = spacing
+    def __init__(self, share: float = 0.2):
+        self.share = share
         self._serving = 0
-        self._last_turn = -spacing  # monotonic time of the last step taken under load
-        self._quiet = threading.Condition()
+        self._stepping = False  # a background step paced under load is running
+        self._next_turn = 0.0  # monotonic time before which no paced step may start
+        self._changed = threading.Condition()
 
     @contextlib.contextmanager
     def serving(self):
         """Around answering one webhook."""
-        with self._quiet:
+        with self._changed:
             self._serving += 1
         try:
             yield
         finally:
-            with self._quiet:
+            with self._changed:
                 self._serving -= 1
                 if not self._serving:
-                    self._quiet.notify_all()
+                    self._changed.notify_all()
 
-    def give_way(self) -> None:
-        """Before a step of background work: wait for a moment without webhooks, or for this
-        step's turn (at most `spacing` after the previous step taken under load)."""
-        with self._quiet:
-            while self._serving:
-                now = time.monotonic()
-                turn = self._last_turn + self.spacing
-                if now >= turn:
-                    self._last_turn = now
-                    return
-                self._quiet.wait(turn - now)
+    @contextlib.contextmanager
+    def background_step(self):
+        """Around one step of background work: it waits for its turn while webhooks run."""
+        with self._changed:
+            while self._serving and (self._stepping or time.monotonic() < self._next_turn):
+                wait = None if self._stepping else self._next_turn - time.monotonic()
+                self._changed.wait(wait)
+            paced = self._serving > 0
+            self._stepping = self._stepping or paced
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            if paced:
+                with self._changed:
+                    took = time.monotonic() - started
+                    self._next_turn = time.monotonic() + took * (1 - self.share) / self.share
+                    self._stepping = False
+                    self._changed.notify_all()

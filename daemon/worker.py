@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from daemon import grants, outbox
 from daemon.envoy_client import EnvoyError
 from daemon.issuing import GrantMoved, issue, revoke
-from daemon.outcomes import queue_job_update
+from daemon.outcomes import queue_job_update, waiting_jobs
 from daemon.planning import plan_received
 from daemon.proxy_access import NotConfigured
 from daemon.proxy_client import ProxyAuthError, ProxyError, ProxyRateLimited, ProxyUnavailable
@@ -68,9 +68,11 @@ EXECUTORS = {grants.ISSUE: _run_issue, grants.REVOKE: _run_revoke, "job_update":
 
 def _follow_up_job(action: Action, now: int, failure: str | None = None) -> None:
     """An event answered 202 waits for this action: tell Envoy how it ended."""
-    job_id = action.payload.get("job_id")
-    if job_id and action.grant_id is not None:
-        queue_job_update(job_id, Grant.get_by_id(action.grant_id), now, failure)
+    jobs = waiting_jobs(action.payload)
+    if jobs and action.grant_id is not None:
+        grant = Grant.get_by_id(action.grant_id)
+        for job_id in jobs:
+            queue_job_update(job_id, grant, now, failure)
 
 
 def _is_ending(action: Action) -> bool:
@@ -135,8 +137,8 @@ def _run_group(ctx, actions: list[Action], moment: int) -> None:
     """One person's actions, in order, on this thread's own database connection."""
     with database.connection_context():
         for action in actions:
-            ctx.priority.give_way()
-            execute(ctx, action, moment)
+            with ctx.priority.background_step():
+                execute(ctx, action, moment)
 
 
 def run_due(ctx, now: int | None = None, workers: int = WORKERS) -> int | None:

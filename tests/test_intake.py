@@ -129,3 +129,41 @@ def test_a_delivery_that_crashes_planning_fails_alone(intake, monkeypatch):
     assert update["status"] == "failed" and "internal error" in update["failure_reason"]
     assert intake.sim.jobs[good["meta"]["job"]["id"]][-1]["status"] == "done"
     assert all(event.body is None for event in _events())
+
+
+def test_every_job_waiting_on_the_same_issue_is_finished(intake):
+    """An invite (early access: its issue is due now), then its guest's sign-in, both stored
+    before anything ran: the issue reports to both jobs, not only the last one."""
+    invite = intake.invite(
+        invite_id="i-1", full_name="Ada Lovelace", email="ada@example.com", flow_id=FLOW,
+        expected_arrival=time.time() + 600,
+    )  # fmt: skip
+    assert intake.send(invite).status_code == 202
+    sign_in, answer = _sign_in(intake, invite_id="i-1")
+    assert answer.status_code == 202
+    intake.run_due()
+    intake.run_due()
+    assert len(intake.persons("ada@example.com")) == 1
+    for body in (invite, sign_in):
+        assert intake.sim.jobs[body["meta"]["job"]["id"]][-1]["status"] == "done"
+
+
+def test_a_job_waiting_on_an_issue_that_an_ending_overtook_is_finished(intake):
+    """The import is refused for 10 minutes (429), then the sign-out's revoke ends the grant
+    while the issue waits to be retried: the sign-in's job is told how it ended."""
+    intake.proxy.add_fault(status=429, retry_after=600, path_prefix="/manage/persons/import")
+    signed_in = time.time()
+    sign_in, _ = _sign_in(intake, signed_in_at=signed_in)
+    intake.run_due()  # the issue fails and backs off
+    [issue] = [a for a in intake.actions() if a.kind == "issue"]
+    assert not issue.done and issue.attempts == 1
+    sign_out = intake.entry(
+        "entry_sign_out", entry_id="e-1", full_name="Ada Lovelace", email="ada@example.com",
+        flow_id=FLOW, signed_in_at=signed_in, signed_out_at=time.time(),
+    )  # fmt: skip
+    intake.send(sign_out)
+    intake.run_due()  # plans the sign-out; its revoke ends the grant
+    intake.run_due()
+    [issue] = [a for a in intake.actions() if a.kind == "issue"]
+    assert issue.outcome == "cancelled"
+    assert intake.sim.jobs[sign_in["meta"]["job"]["id"]][-1]["status"] == "done"
