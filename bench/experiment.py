@@ -18,7 +18,16 @@ def switch_interval() -> None:
     sys.setswitchinterval(0.001)
 
 
+def accept_only() -> None:
+    """A ceiling: the accept path with every background step switched off (nothing planned,
+    nothing issued). What the webhook itself can do in this stack on this machine."""
+    import daemon.worker
+
+    daemon.worker.run_due = lambda ctx, now=None, workers=0: None
+
+
 PATCHES = {
+    "accept_only": accept_only,
     "switch_interval": switch_interval,
 }
 
