@@ -156,6 +156,7 @@ def render_status(facts: dict) -> str:
         f"({status_report.size(database['size_bytes'])}, "
         f"WAL {status_report.size(database['wal_bytes'])}), "
         f"schema version {database['schema_version']}",
+        f"events:         {counts['events_waiting']} waiting to be planned",
         f"actions:        {counts['actions_pending']} pending, {counts['actions_failing']} "
         f"failing (≥ {FLAG_AFTER_ATTEMPTS} attempts), {counts['actions_dead']} dead",
         f"watchlist:      {counts['watchlist']} entries",

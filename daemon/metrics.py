@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from daemon.outbox import FLAG_AFTER_ATTEMPTS
-from db import Action, Grant
+from db import Action, Event, Grant
 
 LATENESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -33,6 +33,10 @@ class _DatabaseCollector:
         )
         actions.add_metric(["dead"], Action.select().where(Action.outcome == "dead").count())
         yield actions
+        waiting = Event.select().where(Event.body.is_null(False)).count()
+        yield GaugeMetricFamily(
+            "envoy_proxy_events_waiting", "Stored deliveries not planned yet", value=waiting
+        )
 
 
 class Metrics:

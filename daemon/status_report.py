@@ -17,7 +17,7 @@ from daemon import __version__, outbox
 from daemon.outbox import FLAG_AFTER_ATTEMPTS
 from daemon.times import iso_utc, zone
 from daemon.watchlist import count as watchlist_size
-from db import Action, Grant, Install, Verification
+from db import Action, Event, Grant, Install, Verification
 
 LIST_LIMIT = 100
 UPCOMING_LIMIT = 50
@@ -244,6 +244,8 @@ def gather(
             "grants_active": Grant.select().where(Grant.state == "active").count(),
             "grants_pending": Grant.select().where(Grant.state == "pending").count(),
             "actions_pending": Action.select().where(pending).count(),
+            # Stored deliveries the scheduler has not planned yet (intake budget 0).
+            "events_waiting": Event.select().where(Event.body.is_null(False)).count(),
             "actions_failing": Action.select().where(failing).count(),
             "actions_dead": dead_count,
             "watchlist": watchlist_size(),

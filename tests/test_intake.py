@@ -8,6 +8,7 @@ import pytest
 
 import daemon.planning as planning
 import db
+from daemon import status_report
 from tests.fixtures.daemon import served_daemon
 
 FLOW = "flow-visitor"
@@ -167,3 +168,15 @@ def test_a_job_waiting_on_an_issue_that_an_ending_overtook_is_finished(intake):
     [issue] = [a for a in intake.actions() if a.kind == "issue"]
     assert issue.outcome == "cancelled"
     assert intake.sim.jobs[sign_in["meta"]["job"]["id"]][-1]["status"] == "done"
+
+
+def test_admins_see_how_many_deliveries_wait_to_be_planned(intake):
+    from tests.test_metrics import _scrape, _value
+
+    _sign_in(intake, entry_id="e-1", email="ada@example.com")
+    _sign_in(intake, entry_id="e-2", email="grace@example.com")
+    with db.database.connection_context():
+        assert status_report.gather(db.now_epoch())["counts"]["events_waiting"] == 2
+    assert _value(_scrape(intake), "envoy_proxy_events_waiting") == 2
+    intake.run_due()
+    assert _value(_scrape(intake), "envoy_proxy_events_waiting") == 0

@@ -50,6 +50,7 @@ code { font-size: .95em; }
 <dt>Next due work</dt><dd>{{when(facts['scheduler']['next_due'])}}</dd>
 <dt>Started</dt><dd>{{when(facts['started_at'])}} (up {{duration(facts['uptime_seconds'])}})</dd>
 <dt>Database</dt><dd><code>{{facts['database']['path']}}</code>, {{size(facts['database']['size_bytes'])}} (+ WAL {{size(facts['database']['wal_bytes'])}}), schema version {{facts['database']['schema_version']}}</dd>
+<dt>Events waiting to be planned</dt><dd>{{facts['counts']['events_waiting']}}</dd>
 <dt>Pending actions</dt><dd>{{facts['counts']['actions_pending']}}</dd>
 <dt>Failing actions</dt><dd class="{{'bad' if facts['counts']['actions_failing'] else ''}}">{{facts['counts']['actions_failing']}} (≥ {{facts['actions']['flag_after_attempts']}} attempts)</dd>
 <dt>Dead actions</dt><dd class="{{'bad' if facts['counts']['actions_dead'] else ''}}">{{facts['counts']['actions_dead']}}</dd>
