@@ -27,7 +27,7 @@ def pending_action(grant: Grant, kind: str) -> Action | None:
     )
 
 
-def _ensure_action(grant: Grant, kind: str, due_at: int) -> Action:
+def _ensure_action(grant: Grant, kind: str, due_at: int, now: int) -> Action:
     """The grant's pending action of this kind, created or moved to `due_at`."""
     action = pending_action(grant, kind)
     if action is None:
@@ -40,7 +40,22 @@ def _ensure_action(grant: Grant, kind: str, due_at: int) -> Action:
         )
     if action.due_at != due_at:
         outbox.reschedule(action, due_at)
+        if due_at > now:
+            _release_jobs(action, now)
     return action
+
+
+def _release_jobs(action: Action, now: int) -> None:
+    """Work moved to later no longer keeps Envoy jobs waiting: they are told where the grant
+    stands now (e.g. an invite moved to another day after its early access was due)."""
+    jobs = waiting_jobs(action.payload)
+    if not jobs:
+        return
+    payload = {key: value for key, value in action.payload.items() if key != "jobs"}
+    Action.update(payload=payload).where(Action.id == action.id).execute()
+    grant = Grant.get_by_id(action.grant_id)
+    for job_id in jobs:
+        queue_job_update(job_id, grant, now)
 
 
 def _create(install_id: str, plan: Open, kind: str, job_id: str | None, now: int) -> Grant:
@@ -127,12 +142,12 @@ def open_window(
     Grant.update(**changes).where(Grant.id == grant.id).execute()
     grant = Grant.get_by_id(grant.id)
     if grant.state == "pending":
-        _ensure_action(grant, ISSUE, starts)
+        _ensure_action(grant, ISSUE, starts, now)
     elif moved:
         # Already issued: re-issue now to re-tag and move Proxy's safety net to the new end.
-        _ensure_action(grant, ISSUE, now)
+        _ensure_action(grant, ISSUE, now, now)
     if ends is not None:
-        _ensure_action(grant, REVOKE, max(ends, now))
+        _ensure_action(grant, REVOKE, max(ends, now), now)
     return grant
 
 
@@ -163,7 +178,7 @@ def close_window(install_id: str, plan: Close, now: int, kind: str = "visitor") 
         cancel(grant, now)
         return Grant.get_by_id(grant.id)
     Grant.update(ends_at=ends, updated_at=now).where(Grant.id == grant.id).execute()
-    _ensure_action(grant, REVOKE, ends)
+    _ensure_action(grant, REVOKE, ends, now)
     return Grant.get_by_id(grant.id)
 
 
@@ -242,4 +257,4 @@ def end_now(grant: Grant, now: int) -> Action | None:
         cancel(grant, now)
         return None
     Grant.update(ends_at=now, updated_at=now).where(Grant.id == grant.id).execute()
-    return _ensure_action(grant, REVOKE, now)
+    return _ensure_action(grant, REVOKE, now, now)

@@ -180,3 +180,26 @@ def test_admins_see_how_many_deliveries_wait_to_be_planned(intake):
     assert _value(_scrape(intake), "envoy_proxy_events_waiting") == 2
     intake.run_due()
     assert _value(_scrape(intake), "envoy_proxy_events_waiting") == 0
+
+
+def test_a_job_whose_work_moves_to_another_day_is_told_at_once(intake):
+    """Early access made the invite's issue due now (202); before it ran, the invite moved to
+    the day after tomorrow: its job is finished now, not in two days."""
+    created = intake.invite(
+        invite_id="i-1", full_name="Ada Lovelace", email="ada@example.com", flow_id=FLOW,
+        expected_arrival=time.time() + 600,
+    )  # fmt: skip
+    assert intake.send(created).status_code == 202
+    with db.database.connection_context():  # planned only: the issue is due, names the job
+        planning.plan_received(intake.ctx, db.now_epoch())
+    moved = intake.invite(
+        "invite_updated", invite_id="i-1", full_name="Ada Lovelace", email="ada@example.com",
+        flow_id=FLOW, expected_arrival=time.time() + 2 * 86400,
+        changed_fields=["expected-arrival-time"],
+    )  # fmt: skip
+    intake.send(moved)
+    intake.run_due()
+    intake.run_due()
+    [update] = intake.sim.jobs[created["meta"]["job"]["id"]]
+    assert update["status"] == "done"
+    assert intake.persons("ada@example.com") == []  # nothing issued: the visit is in two days
