@@ -69,7 +69,7 @@ def _plan_now(ctx, job_id: str, now: int) -> Answer:
         return Answer(stored.status, stored.answer)
     if planned.answer.status != 202:
         return planned.answer
-    answer = _run_fast_path(ctx, planned.grant, now)
+    answer = _run_fast_path(ctx, planned.grant, job_id, now)
     with database.atomic():
         Event.update(status=answer.status, answer=answer.body).where(
             Event.job_id == job_id
@@ -77,7 +77,7 @@ def _plan_now(ctx, job_id: str, now: int) -> Answer:
     return answer
 
 
-def _run_fast_path(ctx, grant: Grant, now: int) -> Answer:
+def _run_fast_path(ctx, grant: Grant, job_id: str, now: int) -> Answer:
     due = [
         a.id
         for a in Action.select(Action.id).where(
@@ -86,7 +86,7 @@ def _run_fast_path(ctx, grant: Grant, now: int) -> Answer:
     ]
     budget = ctx.config.inline_budget
     started = time.monotonic()
-    run_inline(dataclasses.replace(ctx, proxy=ctx.proxy.limited(budget)), due, now)
+    run_inline(dataclasses.replace(ctx, proxy=ctx.proxy.limited(budget)), due, now, job_id)
     # The scheduler may have claimed some of them first: wait for it within the budget.
     while outbox.in_progress(due) and time.monotonic() - started < budget:
         time.sleep(0.02)

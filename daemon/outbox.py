@@ -7,9 +7,7 @@ and a claim left behind by a crash expires by itself (or is released at the next
 
 import random
 
-from peewee import fn
-
-from db import Action, database
+from db import Action, database, now_epoch
 
 LEASE_SECONDS = 120
 FLAG_AFTER_ATTEMPTS = 5  # shown as failing on the status page and in metrics
@@ -149,10 +147,21 @@ def release_claims() -> int:
         )
 
 
-def next_due() -> int | None:
-    """The earliest instant at which some pending action must run."""
+def next_due(now: int | None = None) -> int | None:
+    """The earliest instant at which some pending action not being run must run.
+
+    Actions under a live lease are left out: their runner re-arms the alarm when it is done
+    (counting them made the alarm fire again and again while a slow call was in flight). A
+    lease that expires unrenewed is the sweep's to find. Walks `action_pending` in due order.
+    """
+    now = now_epoch() if now is None else now
     return (
-        Action.select(fn.MIN(Action.next_attempt_at))
-        .where(Action.done == False)  # noqa: E712
+        Action.select(Action.next_attempt_at)
+        .where(
+            (Action.done == False)  # noqa: E712
+            & (Action.claimed_until.is_null() | (Action.claimed_until < now))
+        )
+        .order_by(Action.next_attempt_at)
+        .limit(1)
         .scalar()
     )

@@ -66,24 +66,33 @@ def _run_job_update(ctx, action: Action, now: int) -> str:
 EXECUTORS = {grants.ISSUE: _run_issue, grants.REVOKE: _run_revoke, "job_update": _run_job_update}
 
 
-def _follow_up_job(action: Action, now: int, failure: str | None = None) -> None:
-    """An event answered 202 waits for this action: tell Envoy how it ended."""
-    jobs = waiting_jobs(action.payload)
-    if jobs and action.grant_id is not None:
-        grant = Grant.get_by_id(action.grant_id)
-        for job_id in jobs:
-            queue_job_update(job_id, grant, now, failure)
+def _follow_up_jobs(
+    action: Action, now: int, answering: str | None, failure: str | None = None
+) -> None:
+    """Tell every Envoy job answered 202 that waits for this action how it ended; call in the
+    transaction that records the outcome.
+
+    The jobs are read again: one may have joined while the action ran. `answering`: the job of
+    the webhook running the action, which answers its own job.
+    """
+    if action.grant_id is None:
+        return
+    payload = Action.select(Action.payload).where(Action.id == action.id).get().payload
+    jobs = [job_id for job_id in waiting_jobs(payload) if job_id != answering]
+    grant = Grant.get_by_id(action.grant_id) if jobs else None
+    for job_id in jobs:
+        queue_job_update(job_id, grant, now, failure)
 
 
 def _is_ending(action: Action) -> bool:
     return action.kind == grants.REVOKE
 
 
-def execute(ctx, action: Action, now: int, *, inline: bool = False) -> bool:
+def execute(ctx, action: Action, now: int, *, answering: str | None = None) -> bool:
     """Run one claimed action; True when it is finished (done or given up).
 
-    `inline`: a webhook runs it and reports the outcome in its own answer, so no later Envoy
-    job update is needed.
+    `answering`: the Envoy job of a webhook that runs the action and reports the outcome in
+    its own answer, so that job needs no later job update.
     """
     started = time.monotonic()
     try:
@@ -99,16 +108,14 @@ def execute(ctx, action: Action, now: int, *, inline: bool = False) -> bool:
         if dead:
             with database.atomic():
                 _record_grant_error(action, str(error))
-                if not inline:
-                    _follow_up_job(action, now, failure=str(error))
+                _follow_up_jobs(action, now, answering, failure=str(error))
     except Exception as error:  # a bug must not stop the other actions
         log.exception("action %s (%s) crashed", action.id, action.kind)
         outbox.fail(action, now, f"internal error: {error!r}")
     else:
         with database.atomic():
             outbox.complete(action, now, note=None)
-            if not inline:
-                _follow_up_job(action, now)
+            _follow_up_jobs(action, now, answering)
         log.info(
             "action %s %s grant=%s: %s (%.0f ms, %d s late)",
             action.id,
@@ -165,7 +172,8 @@ def run_due(ctx, now: int | None = None, workers: int = WORKERS) -> int | None:
         return outbox.next_due()
 
 
-def run_inline(ctx, action_ids: list[int], now: int) -> None:
-    """Run a webhook's own due actions before it answers, if nobody else has claimed them."""
+def run_inline(ctx, action_ids: list[int], now: int, answering: str | None = None) -> None:
+    """Run these due actions now, in the caller's thread, if nobody else has claimed them;
+    `answering`: the Envoy job the caller answers itself (see `execute`)."""
     for action in outbox.claim_due(now, len(action_ids), ids=action_ids):
-        execute(ctx, action, now, inline=True)
+        execute(ctx, action, now, answering=answering)

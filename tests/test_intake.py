@@ -203,3 +203,23 @@ def test_a_job_whose_work_moves_to_another_day_is_told_at_once(intake):
     [update] = intake.sim.jobs[created["meta"]["job"]["id"]]
     assert update["status"] == "done"
     assert intake.persons("ada@example.com") == []  # nothing issued: the visit is in two days
+
+
+def test_a_job_that_joins_an_issue_already_running_is_finished(intake):
+    from daemon import outbox, worker
+
+    invite = intake.invite(
+        invite_id="i-1", full_name="Ada Lovelace", email="ada@example.com", flow_id=FLOW,
+        expected_arrival=time.time() + 600,
+    )  # fmt: skip
+    intake.send(invite)
+    with db.database.connection_context():
+        planning.plan_received(intake.ctx, db.now_epoch())
+        [issue] = outbox.claim_due(db.now_epoch(), 10)  # in flight, as read when claimed
+    sign_in, _ = _sign_in(intake, invite_id="i-1")
+    with db.database.connection_context():
+        planning.plan_received(intake.ctx, db.now_epoch())  # the sign-in joins the issue
+        worker.execute(intake.ctx, issue, db.now_epoch())
+    intake.run_due()
+    for body in (invite, sign_in):
+        assert intake.sim.jobs[body["meta"]["job"]["id"]][-1]["status"] == "done"

@@ -28,3 +28,17 @@ def test_retry_after_from_proxy_wins_over_the_cap(database):
         action = outbox.enqueue("issue", "install-1", now)
     outbox.fail(action, now, "rate limited", retry_after=600)
     assert db.Action.get_by_id(action.id).next_attempt_at == now + 600
+
+
+def test_the_next_due_instant_leaves_out_actions_being_run(database):
+    """Counting a claimed action (due, in flight) made the alarm fire again and again for as
+    long as its Proxy call lasted."""
+    now = 1_800_000_000
+    with database.atomic():
+        running = outbox.enqueue("issue", "install-1", now - 5)
+        later = outbox.enqueue("revoke", "install-1", now + 600)
+    assert outbox.next_due(now) == now - 5
+    assert [a.id for a in outbox.claim_due(now, 10)] == [running.id]
+    assert outbox.next_due(now) == later.due_at
+    outbox.fail(db.Action.get_by_id(running.id), now, "Proxy answered 503")  # lease released
+    assert outbox.next_due(now) == db.Action.get_by_id(running.id).next_attempt_at
