@@ -1,10 +1,16 @@
 """Crash campaign: mixed events while the daemon is SIGKILLed at random moments and restarted.
 
-Envoy resends what got no answer (up to 5 times). After a last restart and a drained outbox,
-Proxy must hold exactly what the oracle computes from the events: zero lost (every answered
-event is in the inbox, every due change made), zero duplicated persons.
+Envoy resends what got no answer (up to 5 times). The SIGKILLs go on after the last answer
+while the daemon still has background work (deliveries to plan, due actions), for at most
+`chaos_after` seconds. After a last restart and a drained outbox, Proxy must hold exactly what
+the oracle computes from the events: zero lost (every answered event is in the inbox, every
+due change made), zero duplicated persons. With `--inline-budget 0` the webhook only stores
+deliveries and the scheduler plans them: crashes then also fall between storing and planning,
+and every stored job must end with a final Envoy job update. `pace`: seconds a lane waits
+between deliveries (at budget 0 the answers come at once: without a pace the events would all
+be in before the first SIGKILL).
 
-    python -m bench.crash_campaign [--events 1000] [--seed 1]
+    python -m bench.crash_campaign [--events 1000] [--seed 1] [--inline-budget 3] [--pace S]
 """
 
 import argparse
@@ -14,6 +20,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import peewee
 
 from bench.campaign import (
     CAMPAIGN_CONFIG,
@@ -25,6 +33,8 @@ from bench.campaign import (
     lanes_of,
     replay,
     settle_and_compare,
+    unplanned,
+    work_left,
 )
 from bench.common import (
     Daemon,
@@ -34,6 +44,7 @@ from bench.common import (
     Verdicts,
     prepare_install,
     print_header,
+    wait_for,
     workdir,
 )
 
@@ -43,12 +54,15 @@ class CrashResult:
     events: int
     kills: int
     given_up: int  # deliveries Envoy stopped retrying (the daemon was down at every try)
+    kills_after_send: int  # of `kills`: during the background work after the last answer
+    kills_unplanned: int  # of `kills`: with stored deliveries not planned yet (budget 0)
     answered: int
     lost: int  # answered, yet not in the inbox
     inbox: int
     strays: int  # in the inbox, yet never sent
     verdict: Verdict
     seconds: float
+    inline_budget: float
 
     @property
     def ok(self) -> bool:
@@ -56,10 +70,20 @@ class CrashResult:
 
     def describe(self) -> str:
         return (
-            f"{self.events} events, {self.kills} SIGKILLs, {self.seconds:.0f} s; "
+            f"{self.events} events, inline budget {self.inline_budget:g} s, {self.kills} "
+            f"SIGKILLs ({self.kills_after_send} after the last answer, {self.kills_unplanned} "
+            f"with deliveries not planned yet), {self.seconds:.0f} s; "
             f"{self.answered} answered, {self.given_up} given up by Envoy after 6 tries, "
             f"{self.inbox} in the inbox, {self.lost} answered but lost; {self.verdict.describe()}"
         )
+
+
+def _read(count, state: Path) -> int:
+    """`count(state)`, read while the daemon may be killed and restarted under the reader."""
+    try:
+        return count(state)
+    except peewee.DatabaseError:  # e.g. locked while the restarted daemon migrates: try again
+        return -1
 
 
 def run(
@@ -69,6 +93,9 @@ def run(
     kill_every: tuple[float, float] = (1.0, 3.0),
     lanes: int = 16,
     sandbox: SandboxClient | None = None,
+    inline_budget: float = 3,
+    chaos_after: float = 60,
+    pace: float = 0.0,
 ) -> CrashResult:
     """One campaign in `work`; `sandbox`: an already running one (else a process is started)."""
     rng = random.Random(seed)
@@ -80,15 +107,16 @@ def run(
     sandbox.seed_persons(stories.employees)
     state = work / "state"
     prepare_install(state, **CAMPAIGN_CONFIG)
-    daemon = Daemon(state, sandbox.url, envoy.url, ENVOY_PROXY_INLINE_BUDGET=3)
+    daemon = Daemon(state, sandbox.url, envoy.url, ENVOY_PROXY_INLINE_BUDGET=inline_budget)
     stop = threading.Event()
-    kills = 0
+    kills = kills_unplanned = 0
 
     def killer() -> None:
-        nonlocal kills
+        nonlocal kills, kills_unplanned
         while not stop.wait(rng.uniform(*kill_every)):
             daemon.kill()
             kills += 1
+            kills_unplanned += _read(unplanned, state) > 0  # as the crash left the inbox
             daemon.start()
 
     began = time.monotonic()
@@ -97,14 +125,19 @@ def run(
         chaos = threading.Thread(target=killer, daemon=True)
         chaos.start()
         lane_list = [[Delivery(e) for e in lane] for lane in lanes_of(story_list, lanes, rng)]
-        sent = Envoy(daemon.url).send(lane_list)
+        sent = Envoy(daemon.url, pace=pace).send(lane_list)
+        kills_at_last_answer = kills
+        # Planning (all of it at budget 0) and the outbox go on after the last answer.
+        wait_for(lambda: _read(work_left, state) == 0, chaos_after, 0.1)
         stop.set()
         chaos.join()
         daemon.kill()  # the last crash, then a clean start that must finish everything
         daemon.start().wait_ready()
         inbox = inbox_jobs(state)
         oracle = replay(sent, stories.employees, inbox)
-        verdict = settle_and_compare(daemon, sandbox, oracle)
+        verdict = settle_and_compare(
+            daemon, sandbox, oracle, every_job_updated=inline_budget == 0, visits=story_list
+        )
     finally:
         stop.set()
         daemon.stop()
@@ -114,6 +147,8 @@ def run(
     return CrashResult(
         events=sum(len(s) for s in story_list),
         kills=kills,
+        kills_after_send=kills - kills_at_last_answer,
+        kills_unplanned=kills_unplanned,
         given_up=len(sent.given_up),
         answered=len(sent.answered_jobs),
         lost=len(sent.answered_jobs - inbox),
@@ -121,6 +156,7 @@ def run(
         strays=len(inbox - sent.jobs),
         verdict=verdict,
         seconds=time.monotonic() - began,
+        inline_budget=inline_budget,
     )
 
 
@@ -128,11 +164,27 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.crash_campaign", description=__doc__)
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--inline-budget",
+        type=float,
+        default=3,
+        help="ENVOY_PROXY_INLINE_BUDGET of the daemon (0: store, answer 202, plan later)",
+    )
+    parser.add_argument(
+        "--pace",
+        type=float,
+        help="seconds between a lane's deliveries (default 0; at budget 0: 0.5, so that the "
+        "deliveries span about as long as at budget 3 and the SIGKILLs fall among them)",
+    )
     args = parser.parse_args(argv)
-    print_header(f"crash campaign: {args.events} events, SIGKILL every 1-3 s")
+    pace = args.pace if args.pace is not None else (0.5 if args.inline_budget == 0 else 0.0)
+    print_header(
+        f"crash campaign: {args.events} events, SIGKILL every 1-3 s, "
+        f"inline budget {args.inline_budget:g} s, pace {pace:g} s"
+    )
     verdicts = Verdicts()
     with workdir("crash") as work:
-        result = run(work, args.events, args.seed)
+        result = run(work, args.events, args.seed, inline_budget=args.inline_budget, pace=pace)
     print(f"   {result.describe()}")
     verdicts.check(
         "converges to the oracle: zero lost, zero duplicated", result.ok, result.describe()

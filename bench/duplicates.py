@@ -3,9 +3,11 @@
 Envoy may deliver a job more than once (retries, replays) and deliveries may overtake each
 other (a sign-out before its sign-in). Some copies are sent at the same moment from two
 connections. Proxy must end up as the oracle computes from the order the daemon first saw
-each job; the inbox holds each job once; no person is duplicated.
+each job; the inbox holds each job once; no person is duplicated. With `--inline-budget 0`
+the copies of a job meet a stored delivery that may not be planned yet, and every stored job
+must end with a final Envoy job update.
 
-    python -m bench.duplicates [--events 1000] [--seed 2] [--window 12]
+    python -m bench.duplicates [--events 1000] [--seed 2] [--window 12] [--inline-budget 3]
 """
 
 import argparse
@@ -47,6 +49,8 @@ class DuplicateResult:
     inbox: int
     verdict: Verdict
     seconds: float
+    inline_budget: float
+    statuses: dict
 
     @property
     def ok(self) -> bool:
@@ -55,8 +59,9 @@ class DuplicateResult:
     def describe(self) -> str:
         return (
             f"{self.events} events as {self.deliveries} deliveries ({self.together} sent twice "
-            f"at once), {self.seconds:.0f} s; {self.answered_jobs} jobs answered, {self.inbox} "
-            f"in the inbox; {self.verdict.describe()}"
+            f"at once), inline budget {self.inline_budget:g} s, {self.seconds:.0f} s; answers "
+            f"{self.statuses}; {self.answered_jobs} jobs answered, {self.inbox} in the inbox; "
+            f"{self.verdict.describe()}"
         )
 
 
@@ -80,6 +85,7 @@ def run(
     window: int = 12,
     lanes: int = 16,
     sandbox: SandboxClient | None = None,
+    inline_budget: float = 3,
 ) -> DuplicateResult:
     rng = random.Random(seed)
     own_sandbox = sandbox is None
@@ -90,7 +96,7 @@ def run(
     sandbox.seed_persons(stories.employees)
     state = work / "state"
     prepare_install(state, **CAMPAIGN_CONFIG)
-    daemon = Daemon(state, sandbox.url, envoy.url, ENVOY_PROXY_INLINE_BUDGET=3)
+    daemon = Daemon(state, sandbox.url, envoy.url, ENVOY_PROXY_INLINE_BUDGET=inline_budget)
     began = time.monotonic()
     try:
         daemon.start().wait_ready()
@@ -98,7 +104,9 @@ def run(
         sent = Envoy(daemon.url).send(lane_list)
         inbox = inbox_jobs(state)
         oracle = replay(sent, stories.employees, inbox)
-        verdict = settle_and_compare(daemon, sandbox, oracle)
+        verdict = settle_and_compare(
+            daemon, sandbox, oracle, every_job_updated=inline_budget == 0, visits=story_list
+        )
     finally:
         daemon.stop()
         envoy.stop()
@@ -112,6 +120,8 @@ def run(
         inbox=len(inbox),
         verdict=verdict,
         seconds=time.monotonic() - began,
+        inline_budget=inline_budget,
+        statuses=dict(sent.statuses),
     )
 
 
@@ -120,11 +130,20 @@ def main(argv=None) -> int:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--window", type=int, default=12)
+    parser.add_argument(
+        "--inline-budget",
+        type=float,
+        default=3,
+        help="ENVOY_PROXY_INLINE_BUDGET of the daemon (0: store, answer 202, plan later)",
+    )
     args = parser.parse_args(argv)
-    print_header(f"duplicates and order: {args.events} events, 1-6 copies, window {args.window}")
+    print_header(
+        f"duplicates and order: {args.events} events, 1-6 copies, window {args.window}, "
+        f"inline budget {args.inline_budget:g} s"
+    )
     verdicts = Verdicts()
     with workdir("duplicates") as work:
-        result = run(work, args.events, args.seed, args.window)
+        result = run(work, args.events, args.seed, args.window, inline_budget=args.inline_budget)
     print(f"   {result.describe()}")
     verdicts.check("converges to the oracle, each job once", result.ok, result.describe())
     return verdicts.exit_code()

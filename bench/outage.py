@@ -3,8 +3,10 @@
 Visits keep coming during the outage (Envoy gets 202 and the outbox retries). After recovery
 everything converges to the oracle, and no ending is given up (no revoke action is `dead`).
 Also measured: how long after recovery the outbox needs to drain, which backoff decides.
+With `--inline-budget 0` the webhook never waits for Proxy: every answer must be 202, and
+every stored job must end with a final Envoy job update.
 
-    python -m bench.outage [--events 600] [--outage 120] [--storms 3]
+    python -m bench.outage [--events 600] [--outage 120] [--storms 3] [--inline-budget 1]
 """
 
 import argparse
@@ -52,14 +54,26 @@ class OutageResult:
     seconds: float
     backlog: int  # actions due, not done, at recovery
     longest_wait: float  # seconds from recovery until the last of them is retried
+    inline_budget: float
+
+    @property
+    def answers_fit_budget(self) -> bool:
+        """Budget 0: each job is sent once and answered once stored, before planning, so
+        every answer is 202 (the webhook never waits for Proxy)."""
+        return self.inline_budget != 0 or set(self.statuses) == {202}
 
     @property
     def ok(self) -> bool:
-        return self.verdict.ok and self.inbox == self.answered_jobs == self.events
+        return (
+            self.verdict.ok
+            and self.inbox == self.answered_jobs == self.events
+            and self.answers_fit_budget
+        )
 
     def describe(self) -> str:
         return (
-            f"{self.events} events during {self.faults_seconds:.0f} s of faults, answers "
+            f"{self.events} events during {self.faults_seconds:.0f} s of faults, inline budget "
+            f"{self.inline_budget:g} s, answers "
             f"{self.statuses}; {self.inbox} in the inbox; at recovery {self.backlog} actions "
             f"waited, the last retry due in {self.longest_wait:.0f} s; after recovery: "
             f"{self.verdict.describe()}"
@@ -88,6 +102,7 @@ def run(
     lanes: int = 16,
     drain_timeout: float = 900,
     sandbox: SandboxClient | None = None,
+    inline_budget: float = 1,
 ) -> OutageResult:
     rng = random.Random(seed)
     own_sandbox = sandbox is None
@@ -98,7 +113,7 @@ def run(
     sandbox.seed_persons(stories.employees)
     state = work / "state"
     prepare_install(state, **CAMPAIGN_CONFIG)
-    daemon = Daemon(state, sandbox.url, envoy.url, ENVOY_PROXY_INLINE_BUDGET=1)
+    daemon = Daemon(state, sandbox.url, envoy.url, ENVOY_PROXY_INLINE_BUDGET=inline_budget)
     faults_seconds = outage + storms * storm_seconds * 2 - storm_seconds
     lane_list = [[Delivery(e) for e in lane] for lane in lanes_of(story_list, lanes, rng)]
     longest = max(len(lane) for lane in lane_list)
@@ -125,7 +140,14 @@ def run(
         backlog, longest_wait = waiting(state)
         inbox = inbox_jobs(state)
         oracle = replay(sent, stories.employees, inbox)
-        verdict = settle_and_compare(daemon, sandbox, oracle, drain_timeout=drain_timeout)
+        verdict = settle_and_compare(
+            daemon,
+            sandbox,
+            oracle,
+            drain_timeout=drain_timeout,
+            every_job_updated=inline_budget == 0,
+            visits=story_list,
+        )
     finally:
         daemon.stop()
         envoy.stop()
@@ -141,6 +163,7 @@ def run(
         seconds=time.monotonic() - began,
         backlog=backlog,
         longest_wait=longest_wait,
+        inline_budget=inline_budget,
     )
 
 
@@ -150,14 +173,27 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--outage", type=float, default=120)
     parser.add_argument("--storms", type=int, default=3)
+    parser.add_argument(
+        "--inline-budget",
+        type=float,
+        default=1,
+        help="ENVOY_PROXY_INLINE_BUDGET of the daemon (0: store, answer 202, plan later)",
+    )
     args = parser.parse_args(argv)
     print_header(
         f"Proxy outage: {args.events} events, 503 for {args.outage:g} s, "
-        f"{args.storms} 429 storms of 20 s"
+        f"{args.storms} 429 storms of 20 s, inline budget {args.inline_budget:g} s"
     )
     verdicts = Verdicts()
     with workdir("outage") as work:
-        result = run(work, args.events, args.seed, outage=args.outage, storms=args.storms)
+        result = run(
+            work,
+            args.events,
+            args.seed,
+            outage=args.outage,
+            storms=args.storms,
+            inline_budget=args.inline_budget,
+        )
     print(f"   {result.describe()}")
     verdicts.check("converges after recovery, no ending given up", result.ok, result.describe())
     return verdicts.exit_code()

@@ -29,22 +29,47 @@ def sandbox(tmp_path):
     proxy.stop()
 
 
-def test_sigkills_at_random_moments_lose_nothing_and_double_no_one(tmp_path, sandbox):
-    result = crash_campaign.run(tmp_path, events=120, seed=11, kill_every=(0.7, 1.6),
-                                lanes=8, sandbox=sandbox)  # fmt: skip
+# (inline budget, seed[, pace]): the webhook plans and calls Proxy before answering (3 s), or
+# only stores the delivery, answers 202 and leaves planning to the scheduler (0). At budget 0
+# the same events would all be answered within a second: paced lanes make the SIGKILLs fall
+# among the deliveries.
+CRASH_RUNS = [pytest.param(3, 11, 0.0, id="budget3"), pytest.param(0, 21, 0.1, id="budget0")]
+DUPLICATE_RUNS = [pytest.param(3, 12, id="budget3"), pytest.param(0, 22, id="budget0")]
+
+
+def _every_job_finished(result) -> None:
+    """Budget 0: every stored job was answered 202, so each must end with a final Envoy job
+    update (as the daemon's outbox records them sent)."""
+    if result.inline_budget != 0:
+        return
+    jobs = result.verdict.jobs
+    assert jobs.owed == result.inbox and jobs.dead == 0, result.describe()
+    assert jobs.missing == [], result.describe()
+
+
+@pytest.mark.parametrize(("budget", "seed", "pace"), CRASH_RUNS)
+def test_sigkills_at_random_moments_lose_nothing_and_double_no_one(
+    tmp_path, sandbox, budget, seed, pace
+):
+    result = crash_campaign.run(tmp_path, events=120, seed=seed, kill_every=(0.7, 1.6), lanes=8,
+                                sandbox=sandbox, inline_budget=budget, pace=pace)  # fmt: skip
     assert result.kills >= 2, result.describe()
     assert result.lost == 0 and result.strays == 0, result.describe()
     assert result.answered + result.given_up == result.events, result.describe()
     assert result.verdict.drained and result.verdict.dead_revokes == 0, result.describe()
     assert result.verdict.problems == [], result.describe()
+    _every_job_finished(result)
 
 
-def test_duplicated_and_shuffled_deliveries_converge_to_the_oracle(tmp_path, sandbox):
-    result = duplicates.run(tmp_path, events=150, seed=12, window=10, lanes=8, sandbox=sandbox)
+@pytest.mark.parametrize(("budget", "seed"), DUPLICATE_RUNS)
+def test_duplicated_and_shuffled_deliveries_converge_to_the_oracle(tmp_path, sandbox, budget, seed):
+    result = duplicates.run(tmp_path, events=150, seed=seed, window=10, lanes=8,
+                            sandbox=sandbox, inline_budget=budget)  # fmt: skip
     assert result.together > 0, result.describe()
     assert result.inbox == result.answered_jobs == result.events, result.describe()
     assert result.verdict.drained and result.verdict.dead_revokes == 0, result.describe()
     assert result.verdict.problems == [], result.describe()
+    _every_job_finished(result)
 
 
 def test_proxy_outage_then_429_storm_converges_and_gives_up_no_ending(tmp_path, sandbox):
