@@ -48,7 +48,8 @@ def handle_event(ctx, request: EnvoyRequest) -> Answer:
     delivery = _delivery(request, now)
     earlier = ctx.inbox.store(delivery)
     if earlier is not None:
-        answer = earlier
+        answer = _answer_again(request, now) if earlier.status == 202 else earlier
+        answer = answer or earlier
     elif delivery.raw is None:
         answer = delivery.answer
     elif ctx.config.inline_budget > 0:
@@ -59,6 +60,34 @@ def handle_event(ctx, request: EnvoyRequest) -> Answer:
         ctx.rearm(now)  # the scheduler plans it, with whatever else arrived meanwhile
     ctx.metrics.event(request.event, answer.status)
     return answer
+
+
+def _answer_again(request: EnvoyRequest, now: int) -> Answer | None:
+    """The final answer to a repeat of a planned delivery stored as 202 whose work is done.
+
+    A webhook that runs its job's work itself answers that job itself (no job update is
+    queued for it); killed before it stored its final answer, it leaves a 202 that would
+    otherwise be the answer to every retry, and Envoy's job would never finish.
+    """
+    stored = Event.get(Event.job_id == request.job_id)
+    grant = _grant_of(stored) if stored.body is None and stored.entity else None
+    answer = final_answer(grant, now) if grant is not None else None
+    if answer is None or answer.status == 202:
+        return None
+    with database.atomic():
+        Event.update(status=answer.status, answer=answer.body).where(
+            Event.id == stored.id
+        ).execute()
+    return answer
+
+
+def _grant_of(stored: Event) -> Grant | None:
+    """The grant a planned delivery concerned: its own, or for an entry its invite's."""
+    grant = Grant.get_or_none(install_id=stored.install_id, subject=stored.entity)
+    kind, _, entity_id = stored.entity.partition(":")
+    if grant is None and kind == "entries":
+        grant = Grant.get_or_none(install_id=stored.install_id, entry_id=entity_id)
+    return grant
 
 
 def _plan_now(ctx, job_id: str, now: int) -> Answer:

@@ -80,7 +80,7 @@ def test_a_repeat_before_planning_is_stored_once_and_planned_once(intake):
     intake.run_due()
     intake.run_due()
     assert len(intake.grants()) == 1 and len(intake.persons("ada@example.com")) == 1
-    assert intake.send(body).status_code == 202  # the stored answer: still waiting on Proxy
+    assert intake.send(body).status_code == 200  # its work is done: the final answer
 
 
 def test_a_payload_that_does_not_fit_its_event_is_refused_and_nothing_is_stored(intake):

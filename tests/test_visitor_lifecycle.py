@@ -285,3 +285,26 @@ def test_numeric_ids_are_accepted(daemon):
     )
     # a numeric flow id cannot match the string-keyed mapping of another flow: ignored, not a crash
     assert answer.status_code in (200, 400)
+
+
+def test_a_retry_after_the_webhook_died_gets_the_final_answer(daemon, monkeypatch):
+    """The webhook issued the credential itself, then died before storing its answer: Envoy's
+    retry must get the final answer (no job update was queued for a job answered inline)."""
+    import daemon.events as events
+
+    daemon.install()
+    run_fast_path = events._run_fast_path
+
+    def dies_before_storing_its_answer(*args, **kwargs):
+        run_fast_path(*args, **kwargs)
+        raise RuntimeError("SIGKILL")
+
+    body = daemon.entry(entry_id="e-9", full_name="Ada", email="ada@example.com", flow_id=FLOW,
+                        signed_in_at=time.time())  # fmt: skip
+    monkeypatch.setattr(events, "_run_fast_path", dies_before_storing_its_answer)
+    assert daemon.send(body).status_code == 500
+    monkeypatch.setattr(events, "_run_fast_path", run_fast_path)
+    assert daemon.persons("ada@example.com")[0]["status"] == "active"
+    retry = daemon.send(body)
+    assert retry.status_code == 200 and retry.json()["message"] == "Proxy credential active"
+    assert daemon.send(body).status_code == 200  # stored now
