@@ -215,12 +215,15 @@ def cancel(grant: Grant, now: int) -> None:
 def drop_pending(grant: Grant, now: int, kind: str | None = None) -> None:
     """Mark the grant's pending actions (of `kind`) cancelled; call after closing the grant.
 
-    An Envoy job answered 202 that waited for one of them is told how the grant ended.
+    An Envoy job answered 202 that waited for one of them is told how the grant ended (once:
+    by the action itself if it is the one running).
     """
     pending = (Action.grant == grant.id) & (Action.done == False)  # noqa: E712
     if kind is not None:
         pending &= Action.kind == kind
-    waiting = {job for a in Action.select(Action.payload).where(pending) for job in
+    # An action being run (the revoke that cancels its own grant) reports when it completes.
+    idle = Action.claimed_until.is_null() | (Action.claimed_until < now)
+    waiting = {job for a in Action.select(Action.payload).where(pending & idle) for job in
                waiting_jobs(a.payload)}  # fmt: skip
     Action.update(done=True, outcome="cancelled", done_at=now, claimed_until=None).where(
         pending
@@ -228,6 +231,18 @@ def drop_pending(grant: Grant, now: int, kind: str | None = None) -> None:
     closed = Grant.get_by_id(grant.id)
     for job_id in sorted(waiting):
         queue_job_update(job_id, closed, now)
+
+
+def forget_jobs(grant: Grant, jobs: list[str]) -> None:
+    """These jobs have been told: the grant's other work (pending, or still running after it
+    was cancelled) no longer reports to them."""
+    for action in Action.select(Action.id, Action.payload).where(Action.grant == grant.id):
+        waiting = waiting_jobs(action.payload)
+        if set(waiting) & set(jobs):
+            kept = [job_id for job_id in waiting if job_id not in jobs]
+            Action.update(payload={**action.payload, "jobs": kept}).where(
+                Action.id == action.id
+            ).execute()
 
 
 def report_to(grant: Grant, job_id: str, now: int) -> None:

@@ -78,10 +78,14 @@ def _follow_up_jobs(
     if action.grant_id is None:
         return
     payload = Action.select(Action.payload).where(Action.id == action.id).get().payload
-    jobs = [job_id for job_id in waiting_jobs(payload) if job_id != answering]
-    grant = Grant.get_by_id(action.grant_id) if jobs else None
+    jobs = waiting_jobs(payload)
+    if not jobs:
+        return
+    grant = Grant.get_by_id(action.grant_id)
     for job_id in jobs:
-        queue_job_update(job_id, grant, now, failure)
+        if job_id != answering:
+            queue_job_update(job_id, grant, now, failure)
+    grants.forget_jobs(grant, jobs)
 
 
 def _is_ending(action: Action) -> bool:

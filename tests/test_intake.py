@@ -223,3 +223,28 @@ def test_a_job_that_joins_an_issue_already_running_is_finished(intake):
     intake.run_due()
     for body in (invite, sign_in):
         assert intake.sim.jobs[body["meta"]["job"]["id"]][-1]["status"] == "done"
+
+
+def test_work_that_cancels_its_never_issued_grant_reports_to_each_job_once(intake):
+    """The sign-out is planned while the sign-in's issue is claimed, so both jobs wait on the
+    due work; the issue then finds the window over and cancels the grant itself."""
+    signed_in = time.time()
+    sign_in, _ = _sign_in(intake, signed_in_at=signed_in)
+    sign_out = intake.entry(
+        "entry_sign_out", entry_id="e-1", full_name="Ada Lovelace", email="ada@example.com",
+        flow_id=FLOW, signed_in_at=signed_in, signed_out_at=signed_in,
+    )  # fmt: skip
+    claimed = db.Action.kind == "issue"
+    with db.database.connection_context():
+        planning.plan_received(intake.ctx, db.now_epoch())  # the issue is due, names the job
+        with db.database.atomic():
+            db.Action.update(claimed_until=db.now_epoch() + 60).where(claimed).execute()
+        intake.send(sign_out)
+        planning.plan_received(intake.ctx, db.now_epoch())  # cannot cancel a claimed issue
+        with db.database.atomic():
+            db.Action.update(claimed_until=None).where(claimed).execute()
+    intake.run_due()
+    intake.run_due()
+    for body in (sign_in, sign_out):
+        assert [u["status"] for u in intake.sim.jobs[body["meta"]["job"]["id"]]] == ["done"]
+    assert intake.persons("ada@example.com") == []
