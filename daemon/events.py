@@ -9,6 +9,7 @@ slow or down the answer is 202 and the outbox finishes the job later.
 """
 
 import dataclasses
+import json
 import time
 
 from daemon import outbox
@@ -33,9 +34,8 @@ def _delivery(request: EnvoyRequest, now: int) -> Delivery:
             request.job_id, request.event, request.install_id, None, now, None, unhandled
         )
     visit = visit_of(request)
-    return Delivery(
-        request.job_id, request.event, request.install_id, visit.subject, now, request.raw
-    )
+    raw = request.raw or json.dumps({"meta": request.meta, "payload": request.payload})
+    return Delivery(request.job_id, request.event, request.install_id, visit.subject, now, raw)
 
 
 def handle_event(ctx, request: EnvoyRequest) -> Answer:
