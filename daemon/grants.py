@@ -233,18 +233,6 @@ def drop_pending(grant: Grant, now: int, kind: str | None = None) -> None:
         queue_job_update(job_id, closed, now)
 
 
-def forget_jobs(grant: Grant, jobs: list[str]) -> None:
-    """These jobs have been told: the grant's other work (pending, or still running after it
-    was cancelled) no longer reports to them."""
-    for action in Action.select(Action.id, Action.payload).where(Action.grant == grant.id):
-        waiting = waiting_jobs(action.payload)
-        if set(waiting) & set(jobs):
-            kept = [job_id for job_id in waiting if job_id not in jobs]
-            Action.update(payload={**action.payload, "jobs": kept}).where(
-                Action.id == action.id
-            ).execute()
-
-
 def report_to(grant: Grant, job_id: str, now: int) -> None:
     """Make the grant's due work report to this Envoy job (answered 202) when it is done.
 

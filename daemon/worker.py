@@ -72,20 +72,29 @@ def _follow_up_jobs(
     """Tell every Envoy job answered 202 that waits for this action how it ended; call in the
     transaction that records the outcome.
 
-    The jobs are read again: one may have joined while the action ran. `answering`: the job of
-    the webhook running the action, which answers its own job.
+    The jobs are read again (one may have joined while the action ran) together with the
+    grant's other work, which then no longer reports to them: each job is told once.
+    `answering`: the job of the webhook running the action, which answers its own job.
     """
     if action.grant_id is None:
         return
-    payload = Action.select(Action.payload).where(Action.id == action.id).get().payload
-    jobs = waiting_jobs(payload)
+    work = {a.id: a for a in Action.select(Action.id, Action.payload).where(
+        Action.grant == action.grant_id
+    )}  # fmt: skip
+    jobs = waiting_jobs(work.pop(action.id).payload)
     if not jobs:
         return
     grant = Grant.get_by_id(action.grant_id)
     for job_id in jobs:
         if job_id != answering:
             queue_job_update(job_id, grant, now, failure)
-    grants.forget_jobs(grant, jobs)
+    for other in work.values():
+        waiting = waiting_jobs(other.payload)
+        if set(waiting) & set(jobs):
+            kept = [job_id for job_id in waiting if job_id not in jobs]
+            Action.update(payload={**other.payload, "jobs": kept}).where(
+                Action.id == other.id
+            ).execute()
 
 
 def _is_ending(action: Action) -> bool:
