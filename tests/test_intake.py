@@ -32,6 +32,14 @@ def _sign_in(daemon, entry_id="e-1", email="ada@example.com", job_id=None, **kwa
     return body, daemon.send(body)
 
 
+def _sign_out(daemon, signed_in_at: float, signed_out_at: float) -> dict:
+    """The sign-out body of `_sign_in`'s default visitor."""
+    return daemon.entry(
+        "entry_sign_out", entry_id="e-1", full_name="Ada Lovelace", email="ada@example.com",
+        flow_id=FLOW, signed_in_at=signed_in_at, signed_out_at=signed_out_at,
+    )  # fmt: skip
+
+
 def _events() -> list[db.Event]:
     with db.database.connection_context():
         return list(db.Event.select().order_by(db.Event.id))
@@ -97,10 +105,7 @@ def test_a_payload_that_does_not_fit_its_event_is_refused_and_nothing_is_stored(
 def test_sign_in_and_sign_out_stored_together_are_planned_in_arrival_order(intake):
     signed_in = time.time()
     sign_in, _ = _sign_in(intake, signed_in_at=signed_in)
-    sign_out = intake.entry(
-        "entry_sign_out", entry_id="e-1", full_name="Ada Lovelace", email="ada@example.com",
-        flow_id=FLOW, signed_in_at=signed_in, signed_out_at=signed_in,
-    )  # fmt: skip
+    sign_out = _sign_out(intake, signed_in, signed_in)
     assert intake.send(sign_out).status_code == 202
     intake.run_due()
     intake.run_due()
@@ -158,10 +163,7 @@ def test_a_job_waiting_on_an_issue_that_an_ending_overtook_is_finished(intake):
     intake.run_due()  # the issue fails and backs off
     [issue] = [a for a in intake.actions() if a.kind == "issue"]
     assert not issue.done and issue.attempts == 1
-    sign_out = intake.entry(
-        "entry_sign_out", entry_id="e-1", full_name="Ada Lovelace", email="ada@example.com",
-        flow_id=FLOW, signed_in_at=signed_in, signed_out_at=time.time(),
-    )  # fmt: skip
+    sign_out = _sign_out(intake, signed_in, time.time())
     intake.send(sign_out)
     intake.run_due()  # plans the sign-out; its revoke ends the grant
     intake.run_due()
@@ -230,10 +232,7 @@ def test_work_that_cancels_its_never_issued_grant_reports_to_each_job_once(intak
     due work; the issue then finds the window over and cancels the grant itself."""
     signed_in = time.time()
     sign_in, _ = _sign_in(intake, signed_in_at=signed_in)
-    sign_out = intake.entry(
-        "entry_sign_out", entry_id="e-1", full_name="Ada Lovelace", email="ada@example.com",
-        flow_id=FLOW, signed_in_at=signed_in, signed_out_at=signed_in,
-    )  # fmt: skip
+    sign_out = _sign_out(intake, signed_in, signed_in)
     claimed = db.Action.kind == "issue"
     with db.database.connection_context():
         planning.plan_received(intake.ctx, db.now_epoch())  # the issue is due, names the job
