@@ -3,11 +3,19 @@
 Under systemd (`JOURNAL_STREAM` set) lines carry no timestamp of their own: journald adds one.
 A filter replaces any registered secret that reaches a record, as a last line of defence
 behind code that never logs secrets in the first place.
+
+Records are handed to one writer thread (the standard library's QueueListener) instead of
+being written by the thread that logs: a write lets go of the GIL, and eight webhook threads
+each writing its line then waited to get it back behind the others (the intake's accept rate
+almost doubled without it, BENCHMARKS.md §1). `stop_logging` writes what is queued.
 """
 
+import atexit
 import logging
 import os
+import queue
 import sys
+from logging.handlers import QueueHandler, QueueListener
 
 LOGGER_NAME = "envoy_proxy"
 _REDACTED = "***"
@@ -27,21 +35,41 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def setup_logging(level: str = "INFO", secrets: list[str] = ()) -> None:
-    """Configure the root logger once for the process."""
+_listener: QueueListener | None = None
+
+
+def setup_logging(level: str = "INFO", secrets: list[str] = (), stream=None) -> None:
+    """Configure the root logger for the process (again: the previous writer is stopped)."""
+    global _listener
+    stop_logging()
     under_journald = bool(os.environ.get("JOURNAL_STREAM"))
     fmt = "%(levelname)s %(name)s: %(message)s"
     if not under_journald:
         fmt = "%(asctime)s " + fmt
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(fmt))
-    handler.addFilter(RedactSecrets(list(secrets)))
+    output = logging.StreamHandler(stream or sys.stderr)
+    output.setFormatter(logging.Formatter(fmt))
+    records = queue.SimpleQueue()
+    front = QueueHandler(records)
+    front.addFilter(RedactSecrets(list(secrets)))  # before a record is queued
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+    root.addHandler(front)
     root.setLevel(level.upper())
+    _listener = QueueListener(records, output)
+    _listener.start()
     # Waitress logs each "Serving on" itself; keep its queue warnings, drop the chatter.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     # urllib3 logs whole URLs at DEBUG, and Proxy lookups carry a visitor's email in the query.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def stop_logging() -> None:
+    """Write every queued record and stop the writer thread (at exit, or before reconfiguring)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
+atexit.register(stop_logging)

@@ -1,10 +1,11 @@
 """Logs journald reads well, with no secret and no visitor email in them."""
 
+import io
 import logging
 
 import pytest
 
-from daemon.logs import RedactSecrets, setup_logging
+from daemon.logs import RedactSecrets, setup_logging, stop_logging
 
 
 @pytest.fixture
@@ -12,33 +13,43 @@ def restore_logging():
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
+    stop_logging()
     root.handlers[:] = handlers
     root.setLevel(level)
 
 
-def _format(record_message: str, *args) -> str:
-    handler = logging.getLogger().handlers[0]
-    record = logging.LogRecord("envoy_proxy", logging.INFO, __file__, 1, record_message, args, None)
-    assert all(f.filter(record) for f in handler.filters)
-    return handler.format(record)
+def _lines(message: str, *args, secrets=(), exc_info=None) -> list[str]:
+    """What the daemon's log shows for one record logged as `message % args`."""
+    stream = io.StringIO()
+    setup_logging("DEBUG", secrets=list(secrets), stream=stream)
+    logging.getLogger("envoy_proxy").info(message, *args, exc_info=exc_info)
+    stop_logging()  # the writer thread writes what is queued
+    return stream.getvalue().splitlines()
 
 
 def test_under_journald_lines_carry_no_timestamp_of_their_own(monkeypatch, restore_logging):
     monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
-    setup_logging("INFO")
-    assert _format("hello %s", "world") == "INFO envoy_proxy: hello world"
+    assert _lines("hello %s", "world") == ["INFO envoy_proxy: hello world"]
 
 
 def test_outside_journald_lines_start_with_a_timestamp(monkeypatch, restore_logging):
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
-    setup_logging("INFO")
-    assert _format("hello")[:2] == "20"
+    [line] = _lines("hello")
+    assert line[:2] == "20" and line.endswith("INFO envoy_proxy: hello")
 
 
 def test_a_secret_that_reaches_a_record_is_redacted(restore_logging):
-    setup_logging("DEBUG", secrets=["s3cret-value", ""])
-    line = _format("token %s and %s", "s3cret-value", {"nested": "s3cret-value"})
+    [line] = _lines("token %s and %s", "s3cret-value", {"nested": "s3cret-value"},
+                    secrets=["s3cret-value", ""])  # fmt: skip
     assert "s3cret-value" not in line and line.count("***") == 2
+
+
+def test_a_traceback_reaches_the_log(restore_logging):
+    try:
+        raise ValueError("boom")
+    except ValueError as error:
+        lines = _lines("action crashed", exc_info=error)
+    assert lines[0].endswith("action crashed") and lines[-1] == "ValueError: boom"
 
 
 def test_short_values_are_not_treated_as_secrets():
