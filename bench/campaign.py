@@ -15,6 +15,7 @@ later in the background: the drain then also waits for the inbox's unplanned del
 every stored job must end with a final Envoy job update (done, ignored or failed).
 """
 
+import contextlib
 import http.client
 import random
 import threading
@@ -28,9 +29,12 @@ from bench.common import (
     INSTALL_ID,
     SITE_CONFIG,
     Daemon,
+    EnvoySim,
     KeepAlive,
+    Sandbox,
     SandboxClient,
     daemon_db,
+    prepare_install,
     signed,
     wait_for,
 )
@@ -509,3 +513,52 @@ def settle_and_compare(
         jobs=job_updates(daemon.state, every_job=every_job_updated, visits=visits),
         jobs_checked=every_job_updated,
     )
+
+
+@dataclass
+class World:
+    """What a campaign runs in: the sandbox, the simulator, the stories and the daemon (not
+    started), with its state in `state` and an inline budget."""
+
+    sandbox: SandboxClient
+    stories: Stories
+    story_list: list[list[Event]]
+    state: Path
+    daemon: Daemon
+    inline_budget: float
+
+    @property
+    def events(self) -> int:
+        return sum(len(story) for story in self.story_list)
+
+    def settle(self, sent, **options) -> tuple[set[str], Verdict]:
+        """The inbox's job ids and the verdict once the outbox has drained."""
+        inbox = inbox_jobs(self.state)
+        oracle = replay(sent, self.stories.employees, inbox)
+        verdict = settle_and_compare(
+            self.daemon, self.sandbox, oracle, every_job_updated=self.inline_budget == 0,
+            visits=self.story_list, **options,
+        )  # fmt: skip
+        return inbox, verdict
+
+
+@contextlib.contextmanager
+def world(work: Path, seed: int, tag: str, events: int, inline_budget: float, sandbox=None):
+    """A World for one campaign; `sandbox`: one already running (else a process is started).
+    Everything it started is stopped at the end."""
+    own_sandbox = sandbox is None
+    sandbox = sandbox or Sandbox(work)
+    envoy = EnvoySim(work)
+    stories = Stories(seed, tag=f"{tag}{seed}")
+    story_list = stories.make(events)
+    sandbox.seed_persons(stories.employees)
+    state = work / "state"
+    prepare_install(state, **CAMPAIGN_CONFIG)
+    daemon = Daemon(state, sandbox.url, envoy.url, ENVOY_PROXY_INLINE_BUDGET=inline_budget)
+    try:
+        yield World(sandbox, stories, story_list, state, daemon, inline_budget)
+    finally:
+        daemon.stop()
+        envoy.stop()
+        if own_sandbox:
+            sandbox.stop()

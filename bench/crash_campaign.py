@@ -24,25 +24,17 @@ from pathlib import Path
 import peewee
 
 from bench.campaign import (
-    CAMPAIGN_CONFIG,
     Delivery,
     Envoy,
-    Stories,
     Verdict,
-    inbox_jobs,
     lanes_of,
-    replay,
-    settle_and_compare,
     unplanned,
     work_left,
+    world,
 )
 from bench.common import (
-    Daemon,
-    EnvoySim,
-    Sandbox,
     SandboxClient,
     Verdicts,
-    prepare_install,
     print_header,
     wait_for,
     workdir,
@@ -99,53 +91,38 @@ def run(
 ) -> CrashResult:
     """One campaign in `work`; `sandbox`: an already running one (else a process is started)."""
     rng = random.Random(seed)
-    own_sandbox = sandbox is None
-    sandbox = sandbox or Sandbox(work)
-    envoy = EnvoySim(work)
-    stories = Stories(seed, tag=f"crash{seed}")
-    story_list = stories.make(events)
-    sandbox.seed_persons(stories.employees)
-    state = work / "state"
-    prepare_install(state, **CAMPAIGN_CONFIG)
-    daemon = Daemon(state, sandbox.url, envoy.url, ENVOY_PROXY_INLINE_BUDGET=inline_budget)
     stop = threading.Event()
     kills = kills_unplanned = 0
+    with world(work, seed, "crash", events, inline_budget, sandbox) as w:
+        daemon = w.daemon
 
-    def killer() -> None:
-        nonlocal kills, kills_unplanned
-        while not stop.wait(rng.uniform(*kill_every)):
-            daemon.kill()
-            kills += 1
-            kills_unplanned += _read(unplanned, state) > 0  # as the crash left the inbox
-            daemon.start()
+        def killer() -> None:
+            nonlocal kills, kills_unplanned
+            while not stop.wait(rng.uniform(*kill_every)):
+                daemon.kill()
+                kills += 1
+                kills_unplanned += _read(unplanned, w.state) > 0  # as the crash left the inbox
+                daemon.start()
 
-    began = time.monotonic()
-    try:
-        daemon.start().wait_ready()
-        chaos = threading.Thread(target=killer, daemon=True)
-        chaos.start()
-        lane_list = [[Delivery(e) for e in lane] for lane in lanes_of(story_list, lanes, rng)]
-        sent = Envoy(daemon.url, pace=pace).send(lane_list)
-        kills_at_last_answer = kills
-        # Planning (all of it at budget 0) and the outbox go on after the last answer.
-        wait_for(lambda: _read(work_left, state) == 0, chaos_after, 0.1)
-        stop.set()
-        chaos.join()
-        daemon.kill()  # the last crash, then a clean start that must finish everything
-        daemon.start().wait_ready()
-        inbox = inbox_jobs(state)
-        oracle = replay(sent, stories.employees, inbox)
-        verdict = settle_and_compare(
-            daemon, sandbox, oracle, every_job_updated=inline_budget == 0, visits=story_list
-        )
-    finally:
-        stop.set()
-        daemon.stop()
-        envoy.stop()
-        if own_sandbox:
-            sandbox.stop()
+        began = time.monotonic()
+        try:
+            daemon.start().wait_ready()
+            chaos = threading.Thread(target=killer, daemon=True)
+            chaos.start()
+            lane_list = [[Delivery(e) for e in lane] for lane in lanes_of(w.story_list, lanes, rng)]
+            sent = Envoy(daemon.url, pace=pace).send(lane_list)
+            kills_at_last_answer = kills
+            # Planning (all of it at budget 0) and the outbox go on after the last answer.
+            wait_for(lambda: _read(work_left, w.state) == 0, chaos_after, 0.1)
+            stop.set()
+            chaos.join()
+            daemon.kill()  # the last crash, then a clean start that must finish everything
+            daemon.start().wait_ready()
+            inbox, verdict = w.settle(sent)
+        finally:
+            stop.set()
     return CrashResult(
-        events=sum(len(s) for s in story_list),
+        events=w.events,
         kills=kills,
         kills_after_send=kills - kills_at_last_answer,
         kills_unplanned=kills_unplanned,

@@ -18,23 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.campaign import (
-    CAMPAIGN_CONFIG,
     Delivery,
     Envoy,
-    Stories,
     Verdict,
-    inbox_jobs,
     lanes_of,
-    replay,
-    settle_and_compare,
+    world,
 )
 from bench.common import (
-    Daemon,
-    EnvoySim,
-    Sandbox,
     SandboxClient,
     Verdicts,
-    prepare_install,
     print_header,
     workdir,
 )
@@ -88,32 +80,16 @@ def run(
     inline_budget: float = 3,
 ) -> DuplicateResult:
     rng = random.Random(seed)
-    own_sandbox = sandbox is None
-    sandbox = sandbox or Sandbox(work)
-    envoy = EnvoySim(work)
-    stories = Stories(seed, tag=f"dup{seed}")
-    story_list = stories.make(events)
-    sandbox.seed_persons(stories.employees)
-    state = work / "state"
-    prepare_install(state, **CAMPAIGN_CONFIG)
-    daemon = Daemon(state, sandbox.url, envoy.url, ENVOY_PROXY_INLINE_BUDGET=inline_budget)
-    began = time.monotonic()
-    try:
-        daemon.start().wait_ready()
-        lane_list = [shuffled_lane(lane, rng, window) for lane in lanes_of(story_list, lanes, rng)]
-        sent = Envoy(daemon.url).send(lane_list)
-        inbox = inbox_jobs(state)
-        oracle = replay(sent, stories.employees, inbox)
-        verdict = settle_and_compare(
-            daemon, sandbox, oracle, every_job_updated=inline_budget == 0, visits=story_list
-        )
-    finally:
-        daemon.stop()
-        envoy.stop()
-        if own_sandbox:
-            sandbox.stop()
+    with world(work, seed, "dup", events, inline_budget, sandbox) as w:
+        began = time.monotonic()
+        w.daemon.start().wait_ready()
+        lane_list = [
+            shuffled_lane(lane, rng, window) for lane in lanes_of(w.story_list, lanes, rng)
+        ]
+        sent = Envoy(w.daemon.url).send(lane_list)
+        inbox, verdict = w.settle(sent)
     return DuplicateResult(
-        events=sum(len(s) for s in story_list),
+        events=w.events,
         deliveries=sum(len(lane) for lane in lane_list),
         together=sum(d.together for lane in lane_list for d in lane),
         answered_jobs=len(sent.answered_jobs),

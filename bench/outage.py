@@ -18,24 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.campaign import (
-    CAMPAIGN_CONFIG,
     Delivery,
     Envoy,
-    Stories,
     Verdict,
-    inbox_jobs,
     lanes_of,
-    replay,
-    settle_and_compare,
+    world,
 )
 from bench.common import (
-    Daemon,
-    EnvoySim,
-    Sandbox,
     SandboxClient,
     Verdicts,
     daemon_db,
-    prepare_install,
     print_header,
     workdir,
 )
@@ -105,56 +97,35 @@ def run(
     inline_budget: float = 1,
 ) -> OutageResult:
     rng = random.Random(seed)
-    own_sandbox = sandbox is None
-    sandbox = sandbox or Sandbox(work)
-    envoy = EnvoySim(work)
-    stories = Stories(seed, tag=f"out{seed}")
-    story_list = stories.make(events)
-    sandbox.seed_persons(stories.employees)
-    state = work / "state"
-    prepare_install(state, **CAMPAIGN_CONFIG)
-    daemon = Daemon(state, sandbox.url, envoy.url, ENVOY_PROXY_INLINE_BUDGET=inline_budget)
     faults_seconds = outage + storms * storm_seconds * 2 - storm_seconds
-    lane_list = [[Delivery(e) for e in lane] for lane in lanes_of(story_list, lanes, rng)]
-    longest = max(len(lane) for lane in lane_list)
-    pace = (LEAD_IN + faults_seconds) / max(longest, 1)
+    with world(work, seed, "out", events, inline_budget, sandbox) as w:
+        lane_list = [[Delivery(e) for e in lane] for lane in lanes_of(w.story_list, lanes, rng)]
+        longest = max(len(lane) for lane in lane_list)
+        pace = (LEAD_IN + faults_seconds) / max(longest, 1)
 
-    def weather() -> None:
-        time.sleep(LEAD_IN)
-        sandbox.add_fault(status=503, seconds=outage)
-        time.sleep(outage)
-        for i in range(storms):
-            if i:
-                time.sleep(storm_seconds)  # a calm between storms
-            sandbox.add_fault(status=429, retry_after=retry_after, share=0.7, seconds=storm_seconds)
-            time.sleep(storm_seconds)
+        def weather() -> None:
+            time.sleep(LEAD_IN)
+            w.sandbox.add_fault(status=503, seconds=outage)
+            time.sleep(outage)
+            for i in range(storms):
+                if i:
+                    time.sleep(storm_seconds)  # a calm between storms
+                w.sandbox.add_fault(
+                    status=429, retry_after=retry_after, share=0.7, seconds=storm_seconds
+                )
+                time.sleep(storm_seconds)
 
-    began = time.monotonic()
-    try:
-        daemon.start().wait_ready()
+        began = time.monotonic()
+        w.daemon.start().wait_ready()
         storm = threading.Thread(target=weather, daemon=True)
         storm.start()
-        sent = Envoy(daemon.url, pace=pace).send(lane_list)
+        sent = Envoy(w.daemon.url, pace=pace).send(lane_list)
         storm.join()
-        sandbox.clear_faults()
-        backlog, longest_wait = waiting(state)
-        inbox = inbox_jobs(state)
-        oracle = replay(sent, stories.employees, inbox)
-        verdict = settle_and_compare(
-            daemon,
-            sandbox,
-            oracle,
-            drain_timeout=drain_timeout,
-            every_job_updated=inline_budget == 0,
-            visits=story_list,
-        )
-    finally:
-        daemon.stop()
-        envoy.stop()
-        if own_sandbox:
-            sandbox.stop()
+        w.sandbox.clear_faults()
+        backlog, longest_wait = waiting(w.state)
+        inbox, verdict = w.settle(sent, drain_timeout=drain_timeout)
     return OutageResult(
-        events=sum(len(s) for s in story_list),
+        events=w.events,
         answered_jobs=len(sent.answered_jobs),
         inbox=len(inbox),
         statuses=dict(sent.statuses),
