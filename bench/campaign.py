@@ -562,3 +562,13 @@ def world(work: Path, seed: int, tag: str, events: int, inline_budget: float, sa
         envoy.stop()
         if own_sandbox:
             sandbox.stop()
+
+
+def add_budget_argument(parser, default: float) -> None:
+    """`--inline-budget`: the daemon's ENVOY_PROXY_INLINE_BUDGET for this campaign."""
+    parser.add_argument(
+        "--inline-budget",
+        type=float,
+        default=default,
+        help="ENVOY_PROXY_INLINE_BUDGET of the daemon (0: store, answer 202, plan later)",
+    )

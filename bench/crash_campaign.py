@@ -27,6 +27,7 @@ from bench.campaign import (
     Delivery,
     Envoy,
     Verdict,
+    add_budget_argument,
     lanes_of,
     unplanned,
     work_left,
@@ -141,12 +142,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.crash_campaign", description=__doc__)
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--inline-budget",
-        type=float,
-        default=3,
-        help="ENVOY_PROXY_INLINE_BUDGET of the daemon (0: store, answer 202, plan later)",
-    )
+    add_budget_argument(parser, default=3)
     parser.add_argument(
         "--pace",
         type=float,

@@ -21,6 +21,7 @@ from bench.campaign import (
     Delivery,
     Envoy,
     Verdict,
+    add_budget_argument,
     lanes_of,
     world,
 )
@@ -106,12 +107,7 @@ def main(argv=None) -> int:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--window", type=int, default=12)
-    parser.add_argument(
-        "--inline-budget",
-        type=float,
-        default=3,
-        help="ENVOY_PROXY_INLINE_BUDGET of the daemon (0: store, answer 202, plan later)",
-    )
+    add_budget_argument(parser, default=3)
     args = parser.parse_args(argv)
     print_header(
         f"duplicates and order: {args.events} events, 1-6 copies, window {args.window}, "

@@ -21,6 +21,7 @@ from bench.campaign import (
     Delivery,
     Envoy,
     Verdict,
+    add_budget_argument,
     lanes_of,
     world,
 )
@@ -144,12 +145,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--outage", type=float, default=120)
     parser.add_argument("--storms", type=int, default=3)
-    parser.add_argument(
-        "--inline-budget",
-        type=float,
-        default=1,
-        help="ENVOY_PROXY_INLINE_BUDGET of the daemon (0: store, answer 202, plan later)",
-    )
+    add_budget_argument(parser, default=1)
     args = parser.parse_args(argv)
     print_header(
         f"Proxy outage: {args.events} events, 503 for {args.outage:g} s, "
