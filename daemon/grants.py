@@ -51,8 +51,7 @@ def _release_jobs(action: Action, now: int) -> None:
     jobs = waiting_jobs(action.payload)
     if not jobs:
         return
-    payload = {key: value for key, value in action.payload.items() if key != "jobs"}
-    Action.update(payload=payload).where(Action.id == action.id).execute()
+    _set_jobs(action, [])
     grant = Grant.get_by_id(action.grant_id)
     for job_id in jobs:
         queue_job_update(job_id, grant, now)
@@ -243,9 +242,20 @@ def report_to(grant: Grant, job_id: str, now: int) -> None:
     for action in Action.select(Action.id, Action.payload).where(due):
         jobs = waiting_jobs(action.payload)
         if job_id not in jobs:
-            Action.update(payload={**action.payload, "jobs": [*jobs, job_id]}).where(
-                Action.id == action.id
-            ).execute()
+            _set_jobs(action, [*jobs, job_id])
+
+
+def forget_jobs(actions: list[Action], told: list[str]) -> None:
+    """These jobs have been told: these actions (the grant's other work, pending or still
+    running after a cancellation) no longer report to them."""
+    for action in actions:
+        jobs = waiting_jobs(action.payload)
+        if set(jobs) & set(told):
+            _set_jobs(action, [job_id for job_id in jobs if job_id not in told])
+
+
+def _set_jobs(action: Action, jobs: list[str]) -> None:
+    Action.update(payload={**action.payload, "jobs": jobs}).where(Action.id == action.id).execute()
 
 
 def end_now(grant: Grant, now: int) -> Action | None:

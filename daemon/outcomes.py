@@ -1,8 +1,13 @@
 """What Envoy's dashboard shows for a grant: the message and attachments of a job outcome."""
 
 from daemon import outbox
+from daemon.envoy_request import Answer
 from daemon.times import local_clock, local_window
 from db import Grant, Install
+
+# How Envoy reads a final answer given later as a job update (ENVOY_PROTOCOL §4); any other
+# final status is a failure.
+JOB_STATUS = {200: "done", 400: "ignored"}
 
 
 def _window_text(grant: Grant, zone_name: str | None) -> str:
@@ -44,9 +49,22 @@ def waiting_jobs(payload: dict) -> list[str]:
 def queue_job_update(job_id: str, grant: Grant, now: int, failure: str | None = None) -> None:
     """Tell Envoy how a job answered 202 ended (call in the transaction that ended it)."""
     install = Install.get_or_none(install_id=grant.install_id)
-    body = {"job_id": job_id, "attachments": grant_attachments(grant, install)}
+    attachments = grant_attachments(grant, install)
     if failure:
-        body.update(status="failed", message="Proxy access failed", failure_reason=failure)
+        _queue(job_id, grant.install_id, now, "failed", "Proxy access failed", failure, attachments)
     else:
-        body.update(status="done", message=grant_message(grant, now))
-    outbox.enqueue("job_update", grant.install_id, now, payload=body)
+        _queue(job_id, grant.install_id, now, "done", grant_message(grant, now), None, attachments)
+
+
+def queue_answer(job_id: str, install_id: str, answer: Answer, now: int) -> None:
+    """Give Envoy, as a job update, the final answer to a job answered 202."""
+    status = JOB_STATUS.get(answer.status, "failed")
+    message = answer.body.get("message")
+    failure = message if status == "failed" else None
+    _queue(job_id, install_id, now, status, message, failure, answer.body.get("attachments"))
+
+
+def _queue(job_id, install_id, now, status, message, failure_reason, attachments) -> None:
+    payload = {"job_id": job_id, "status": status, "message": message,
+               "failure_reason": failure_reason, "attachments": attachments}  # fmt: skip
+    outbox.enqueue("job_update", install_id, now, payload=payload)

@@ -17,12 +17,12 @@ import logging
 import threading
 import time
 
-from daemon import grants, outbox
+from daemon import grants
 from daemon.envoy_client import EnvoyError, EnvoyUserClient
 from daemon.envoy_request import Answer, BadRequest, EnvoyRequest
 from daemon.inbox import ACCEPTED
 from daemon.installs import install_changes, save_install
-from daemon.outcomes import grant_attachments, grant_message
+from daemon.outcomes import grant_attachments, grant_message, queue_answer
 from daemon.policy import Close, Ignore, Open, plan_visitor, visit_subject
 from daemon.protect import EMPLOYEE_EVENTS, is_employee_event, plan_employee
 from daemon.settings import Settings
@@ -36,7 +36,6 @@ SLICE_SECONDS = 0.02  # longest a planning transaction keeps the write lock (at 
 # One background planner at a time: two would read and parse the same deliveries, and all
 # but one of them would find the rows taken. A run that waits here plans what is left.
 _BACKGROUND = threading.Lock()
-JOB_STATUS = {200: "done", 400: "ignored"}  # any other final status: failed (ENVOY_PROTOCOL §4)
 ENTRY_EVENTS = ("entry_sign_in", "entry_sign_out")
 
 
@@ -121,13 +120,12 @@ def _apply(request: EnvoyRequest, visit: Visit, install: Install, now: int, know
 def final_answer(grant: Grant, now: int) -> Answer:
     """202 while the grant has due work; else what it came to (200, or 412 if refused)."""
     actions = list(
-        Action.select(Action.outcome, Action.done, Action.due_at).where(Action.grant == grant)
+        Action.select(Action.outcome, Action.done, Action.due_at, Action.last_error).where(
+            Action.grant == grant
+        )
     )
     if grant.state == "pending":
-        refused = Action.select(Action.last_error).where(
-            (Action.grant == grant) & (Action.outcome == "dead")
-        )
-        failed = refused.first() if any(a.outcome == "dead" for a in actions) else None
+        failed = next((a for a in actions if a.outcome == "dead"), None)
         if failed is not None:
             return Answer.message(
                 412,
@@ -174,19 +172,7 @@ def _settle(row: "_Row", planned: Planned, now: int, follow_up: bool) -> None:
     if answer.status == 202 and not planned.created:
         grants.report_to(planned.grant, row.job_id, now)
     elif answer.status != 202 and follow_up:
-        message = answer.body.get("message")
-        outbox.enqueue(
-            "job_update",
-            row.install_id,
-            now,
-            payload={
-                "job_id": row.job_id,
-                "status": JOB_STATUS.get(answer.status, "failed"),
-                "message": message,
-                "failure_reason": None if answer.status in JOB_STATUS else message,
-                "attachments": answer.body.get("attachments"),
-            },
-        )
+        queue_answer(row.job_id, row.install_id, answer, now)
 
 
 def _store_answers(answers: dict[int, Answer]) -> None:

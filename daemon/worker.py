@@ -88,13 +88,7 @@ def _follow_up_jobs(
     for job_id in jobs:
         if job_id != answering:
             queue_job_update(job_id, grant, now, failure)
-    for other in work.values():
-        waiting = waiting_jobs(other.payload)
-        if set(waiting) & set(jobs):
-            kept = [job_id for job_id in waiting if job_id not in jobs]
-            Action.update(payload={**other.payload, "jobs": kept}).where(
-                Action.id == other.id
-            ).execute()
+    grants.forget_jobs(list(work.values()), jobs)
 
 
 def _is_ending(action: Action) -> bool:
