@@ -576,8 +576,11 @@ def signed(body: dict, secret: str = CLIENT_SECRET) -> tuple[bytes, dict]:
     return raw, {"Content-Type": "application/json", "X-Envoy-Signature": sign(secret, raw)}
 
 
-def sign_ins(count: int, tag: str, config: dict) -> list[tuple[str, str, bytes, dict]]:
-    """`count` walk-in sign-ins with distinct entries and emails, signed as Envoy does."""
+def sign_ins(
+    count: int, tag: str, config: dict, path: str = "/envoy/events"
+) -> list[tuple[str, str, bytes, dict]]:
+    """`count` walk-in sign-ins with distinct entries and emails, signed as Envoy does, for
+    `path` (the events route, or the identity-verification hook, which takes the same body)."""
     from sandbox.envoy import entry_event
 
     now = time.time()
@@ -594,7 +597,7 @@ def sign_ins(count: int, tag: str, config: dict) -> list[tuple[str, str, bytes, 
             job_id=str(uuid.uuid4()),
         )
         raw, headers = signed(body)
-        batch.append(("POST", "/envoy/events", raw, headers))
+        batch.append(("POST", path, raw, headers))
     return batch
 
 

@@ -11,11 +11,9 @@ leave within the deadline + 1 s.
 import argparse
 import json
 import sys
-import time
 from collections import Counter
 
 from bench.common import (
-    INSTALL_ID,
     Daemon,
     Sandbox,
     Verdicts,
@@ -24,10 +22,9 @@ from bench.common import (
     prepare_install,
     print_header,
     run_load,
-    signed,
+    sign_ins,
     workdir,
 )
-from sandbox.envoy import entry_event
 
 HOOK = "/envoy/hooks/identity-verification"
 DEADLINE = 2.0
@@ -35,21 +32,7 @@ HEALTHY_P99 = 0.250
 
 
 def hook_calls(count: int, tag: str, config: dict) -> list:
-    now = time.time()
-    calls = []
-    for i in range(count):
-        body = entry_event(
-            entry_id=f"{tag}-{i}",
-            full_name=f"Guest {tag} {i}",
-            email=f"{tag}-{i}@example.com",
-            flow_id="flow-visitor",
-            signed_in_at=now,
-            config=config,
-            install_id=INSTALL_ID,
-        )
-        raw, headers = signed(body)
-        calls.append(("POST", HOOK, raw, headers))
-    return calls
+    return sign_ins(count, tag, config, path=HOOK)
 
 
 def print_refusals(result) -> None:
