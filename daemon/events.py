@@ -19,7 +19,7 @@ from daemon.planning import final_answer, plan_received, visit_of
 from daemon.policy import VISITOR_EVENTS
 from daemon.protect import EMPLOYEE_EVENTS
 from daemon.worker import run_inline
-from db import Action, Event, Grant, database, now_epoch
+from db import Action, Event, Grant, database, grant_by_id, now_epoch
 
 PENDING = Answer.message(
     202, "Proxy did not answer in time; the job is updated when the change is done"
@@ -119,5 +119,5 @@ def _run_fast_path(ctx, grant: Grant, job_id: str, now: int) -> Answer:
     # The scheduler may have claimed some of them first: wait for it within the budget.
     while outbox.in_progress(due) and time.monotonic() - started < budget:
         time.sleep(0.02)
-    answer = final_answer(Grant.get_by_id(grant.id), now)
+    answer = final_answer(grant_by_id(grant.id), now)
     return PENDING if answer.status == 202 else answer

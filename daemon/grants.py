@@ -8,7 +8,8 @@ moves them. Ending a grant that was never issued cancels it without any Proxy ca
 from daemon import outbox
 from daemon.outcomes import queue_job_update, waiting_jobs
 from daemon.policy import Close, Open
-from db import Action, Grant
+from db import Action, Grant, grant_by_id
+from db.prepared import NewRows
 
 ISSUE, REVOKE = "issue", "revoke"
 LIVE_STATES = ("pending", "active")
@@ -52,14 +53,17 @@ def _release_jobs(action: Action, now: int) -> None:
     if not jobs:
         return
     _set_jobs(action, [])
-    grant = Grant.get_by_id(action.grant_id)
+    grant = grant_by_id(action.grant_id)
     for job_id in jobs:
         queue_job_update(job_id, grant, now)
 
 
+_NEW_GRANTS = NewRows(Grant)
+
+
 def _create(install_id: str, plan: Open, kind: str, job_id: str | None, now: int) -> Grant:
     visit = plan.visit
-    grant = Grant.create(
+    grant = _NEW_GRANTS.add(
         install_id=install_id,
         kind=kind,
         subject=plan.subject,
@@ -139,7 +143,7 @@ def open_window(
         list(grant.group_ids),
     )
     Grant.update(**changes).where(Grant.id == grant.id).execute()
-    grant = Grant.get_by_id(grant.id)
+    grant = grant_by_id(grant.id)
     if grant.state == "pending":
         _ensure_action(grant, ISSUE, starts, now)
     elif moved:
@@ -175,10 +179,10 @@ def close_window(install_id: str, plan: Close, now: int, kind: str = "visitor") 
     ends = plan.at if grant.ends_at is None else min(grant.ends_at, plan.at)
     if _cancellable(grant, now):
         cancel(grant, now)
-        return Grant.get_by_id(grant.id)
+        return grant_by_id(grant.id)
     Grant.update(ends_at=ends, updated_at=now).where(Grant.id == grant.id).execute()
     _ensure_action(grant, REVOKE, ends, now)
-    return Grant.get_by_id(grant.id)
+    return grant_by_id(grant.id)
 
 
 def untouched(grant: Grant) -> bool:
@@ -227,7 +231,7 @@ def drop_pending(grant: Grant, now: int, kind: str | None = None) -> None:
     Action.update(done=True, outcome="cancelled", done_at=now, claimed_until=None).where(
         pending
     ).execute()
-    closed = Grant.get_by_id(grant.id)
+    closed = grant_by_id(grant.id)
     for job_id in sorted(waiting):
         queue_job_update(job_id, closed, now)
 

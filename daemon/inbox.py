@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from daemon.envoy_request import Answer
 from db import Event, database
 from db.group_commit import GroupCommit
+from db.prepared import NewRows, Prepared, Slot
 
 ACCEPTED = Answer.message(202, "accepted; the job is updated when the change is done")
 
@@ -27,15 +28,20 @@ class Delivery:
     answer: Answer = ACCEPTED
 
 
+_ANSWER_OF_JOB = Prepared(
+    lambda: Event.select(Event.status, Event.answer).where(Event.job_id == Slot("job_id"))
+)
+_NEW_EVENTS = NewRows(Event)
+
+
 def _store(deliveries: Sequence[Delivery]) -> list[Answer | None]:
     """Insert the new ones; None for a stored delivery, the earlier answer for a repeat."""
     with database.atomic():
-        known = {
-            job_id: Answer(status, answer)
-            for job_id, status, answer in Event.select(Event.job_id, Event.status, Event.answer)
-            .where(Event.job_id.in_({d.job_id for d in deliveries}))
-            .tuples()
-        }
+        known: dict[str, Answer] = {}
+        for job_id in {d.job_id for d in deliveries}:
+            stored = _ANSWER_OF_JOB.first(job_id=job_id)
+            if stored is not None:
+                known[job_id] = Answer(stored.status, stored.answer)
         rows, results = [], []
         for delivery in deliveries:
             if delivery.job_id in known:
@@ -45,18 +51,17 @@ def _store(deliveries: Sequence[Delivery]) -> list[Answer | None]:
             results.append(None)
             rows.append(
                 {
-                    Event.job_id: delivery.job_id,
-                    Event.event: delivery.event,
-                    Event.install_id: delivery.install_id,
-                    Event.entity: delivery.entity,
-                    Event.received_at: delivery.received_at,
-                    Event.status: delivery.answer.status,
-                    Event.answer: delivery.answer.body,
-                    Event.body: delivery.raw,
+                    "job_id": delivery.job_id,
+                    "event": delivery.event,
+                    "install_id": delivery.install_id,
+                    "entity": delivery.entity,
+                    "received_at": delivery.received_at,
+                    "status": delivery.answer.status,
+                    "answer": delivery.answer.body,
+                    "body": delivery.raw,
                 }
             )
-        if rows:
-            Event.insert_many(rows).execute()
+        _NEW_EVENTS.add_many(rows)
     return results
 
 

@@ -1,7 +1,7 @@
 """Install records: who the install is (company, location, zone) and its latest config."""
 
 from daemon.envoy_request import EnvoyRequest
-from db import Install
+from db import Install, install_by_id
 
 
 def install_changes(request: EnvoyRequest, now: int, *, event: bool = False) -> dict:
@@ -39,4 +39,4 @@ def save_install(install_id: str, changes: dict, now: int) -> Install:
         conflict_target=[Install.install_id],
         update={getattr(Install, name): value for name, value in changes.items()},
     ).execute()
-    return Install.get_by_id(install_id)
+    return install_by_id(install_id)

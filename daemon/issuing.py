@@ -12,7 +12,7 @@ import logging
 from daemon import grants
 from daemon.proxy_client import ProxyClient, ProxyNotFound
 from daemon.settings import Settings
-from db import Grant, Install, database
+from db import Grant, database, install_by_id
 
 log = logging.getLogger("envoy_proxy.issuing")
 
@@ -156,7 +156,7 @@ def _has_net_at(grant: Grant, nets: list[Grant], end: int, now: int) -> bool:
 
 def issue(ctx, grant: Grant, now: int) -> str:
     """Give the grant's person access in Proxy; returns a short outcome for the log."""
-    install = Install.get_by_id(grant.install_id)
+    install = install_by_id(grant.install_id)
     settings = Settings.from_config(install.config or {})
     client = ctx.proxy.client(install)
     if grant.kind == "employee":
@@ -202,7 +202,7 @@ def revoke(ctx, grant: Grant, now: int) -> str:
             ).where(Grant.id == heir.id).execute()
             _mark_ended(grant, now)
         return f"access kept for grant {heir.id} of the same person"
-    install = Install.get_by_id(grant.install_id)
+    install = install_by_id(grant.install_id)
     client = ctx.proxy.client(install)
     person_id = grant.proxy_person_id
     if person_id is None:  # an issue interrupted before it learnt the id: ask Proxy

@@ -8,6 +8,7 @@ and a claim left behind by a crash expires by itself (or is released at the next
 import random
 
 from db import Action, database, now_epoch
+from db.prepared import NewRows, Prepared, Slot
 
 LEASE_SECONDS = 120
 FLAG_AFTER_ATTEMPTS = 5  # shown as failing on the status page and in metrics
@@ -16,6 +17,20 @@ FLAG_AFTER_ATTEMPTS = 5  # shown as failing on the status page and in metrics
 # outage ended (BENCHMARKS.md, C3). Envoy's job updates can wait longer.
 BACKOFF_CAP_SECONDS = 120
 JOB_UPDATE_BACKOFF_CAP_SECONDS = 900
+
+
+_NEW_ACTIONS = NewRows(Action)
+_COMPLETE = Prepared(
+    lambda: Action.update(
+        {
+            Action.done: True,
+            Action.outcome: Slot("outcome", Action.outcome),
+            Action.done_at: Slot("done_at", Action.done_at),
+            Action.claimed_until: None,
+            Action.last_error: Slot("note", Action.last_error),
+        }
+    ).where(Action.id == Slot("id"))
+)
 
 
 def _row(kind: str, install_id: str, due_at: int, *, grant=None, payload=None, lock_key=None):
@@ -34,14 +49,14 @@ def enqueue(
     kind: str, install_id: str, due_at: int, *, grant=None, payload=None, lock_key=None
 ) -> Action:
     """Add an action; call inside the transaction that makes it necessary."""
-    return Action.create(
+    return _NEW_ACTIONS.add(
         **_row(kind, install_id, due_at, grant=grant, payload=payload, lock_key=lock_key)
     )
 
 
 def enqueue_many(actions: list[dict]) -> None:
-    """Add several actions (each a dict of `enqueue`'s arguments) in one statement."""
-    Action.insert_many([_row(**action) for action in actions]).execute()
+    """Add several actions (each a dict of `enqueue`'s arguments) in one call into SQLite."""
+    _NEW_ACTIONS.add_many(_row(**action) for action in actions)
 
 
 def reschedule(action: Action, due_at: int) -> None:
@@ -97,9 +112,7 @@ def in_progress(action_ids: list[int]) -> bool:
 
 def complete(action: Action, now: int, outcome: str = "done", note: str | None = None) -> None:
     """Mark done; call inside the transaction that records the action's effect."""
-    Action.update(
-        done=True, outcome=outcome, done_at=now, claimed_until=None, last_error=note
-    ).where(Action.id == action.id).execute()
+    _COMPLETE.run(outcome=outcome, done_at=now, note=note, id=action.id)
 
 
 def backoff_seconds(attempts: int, cap: float = BACKOFF_CAP_SECONDS) -> float:

@@ -3,7 +3,7 @@
 from daemon import outbox
 from daemon.envoy_request import Answer
 from daemon.times import local_clock, local_window
-from db import Grant, Install
+from db import Grant, Install, install_or_none
 
 # How Envoy reads a final answer given later as a job update (ENVOY_PROTOCOL §4); any other
 # final status is a failure.
@@ -48,7 +48,7 @@ def waiting_jobs(payload: dict) -> list[str]:
 
 def queue_job_update(job_id: str, grant: Grant, now: int, failure: str | None = None) -> None:
     """Tell Envoy how a job answered 202 ended (call in the transaction that ended it)."""
-    install = Install.get_or_none(install_id=grant.install_id)
+    install = install_or_none(grant.install_id)
     attachments = grant_attachments(grant, install)
     if failure:
         _queue(job_id, grant.install_id, now, "failed", "Proxy access failed", failure, attachments)

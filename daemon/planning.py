@@ -27,7 +27,8 @@ from daemon.policy import Close, Ignore, Open, plan_visitor, visit_subject
 from daemon.protect import EMPLOYEE_EVENTS, is_employee_event, plan_employee
 from daemon.settings import Settings
 from daemon.visits import Visit, usable_email
-from db import Action, Event, Grant, Install, database
+from db import Action, Event, Grant, Install, database, install_or_none
+from db.prepared import Prepared, Slot
 
 log = logging.getLogger("envoy_proxy.planning")
 
@@ -140,7 +141,7 @@ def final_answer(grant: Grant, now: int) -> Answer:
 
 
 def _install(grant: Grant) -> Install | None:
-    return Install.get_or_none(install_id=grant.install_id)
+    return install_or_none(grant.install_id)
 
 
 def _with_employee_email(ctx, request: EnvoyRequest, visit: Visit) -> Visit:
@@ -175,16 +176,23 @@ def _settle(row: "_Row", planned: Planned, now: int, follow_up: bool) -> None:
         queue_answer(row.job_id, row.install_id, answer, now)
 
 
+_STORE_ANSWER = Prepared(
+    lambda: Event.update(
+        {
+            Event.status: Slot("status", Event.status),
+            Event.answer: Slot("answer", Event.answer),
+            Event.body: None,
+        }
+    ).where(Event.id == Slot("id"))
+)
+
+
 def _store_answers(answers: dict[int, Answer]) -> None:
-    """Each planned delivery's answer, one statement per distinct answer (mostly one: 202)."""
-    by_answer: dict[str, tuple[Answer, list[int]]] = {}
-    for event_id, answer in answers.items():
-        key = json.dumps([answer.status, answer.body], sort_keys=True)
-        by_answer.setdefault(key, (answer, []))[1].append(event_id)
-    for answer, event_ids in by_answer.values():
-        Event.update(status=answer.status, answer=answer.body, body=None).where(
-            Event.id.in_(event_ids)
-        ).execute()
+    """Each planned delivery's answer, in one call into SQLite."""
+    _STORE_ANSWER.run_many(
+        {"status": answer.status, "answer": answer.body, "id": event_id}
+        for event_id, answer in answers.items()
+    )
 
 
 @dataclasses.dataclass

@@ -16,7 +16,7 @@ from daemon.outcomes import queue_job_update, waiting_jobs
 from daemon.planning import plan_received
 from daemon.proxy_access import NotConfigured
 from daemon.proxy_client import ProxyAuthError, ProxyError, ProxyRateLimited, ProxyUnavailable
-from db import Action, Grant, database, now_epoch
+from db import Action, Grant, database, grant_by_id, now_epoch
 
 log = logging.getLogger("envoy_proxy.worker")
 
@@ -26,7 +26,7 @@ JOB_UPDATE_ATTEMPTS = 20
 
 
 def _run_issue(ctx, action: Action, now: int) -> str:
-    grant = Grant.get_by_id(action.grant_id)
+    grant = grant_by_id(action.grant_id)
     if grant.state not in grants.LIVE_STATES:
         return "skipped: grant closed"
     if grant.ends_at is not None and grant.ends_at <= now and grant.state == "pending":
@@ -39,7 +39,7 @@ def _run_issue(ctx, action: Action, now: int) -> str:
 
 
 def _run_revoke(ctx, action: Action, now: int) -> str:
-    grant = Grant.get_by_id(action.grant_id)
+    grant = grant_by_id(action.grant_id)
     if grant.state == "pending" and grants.untouched(grant):
         with database.atomic():
             grants.cancel(grant, now)
@@ -84,7 +84,7 @@ def _follow_up_jobs(
     jobs = waiting_jobs(work.pop(action.id).payload)
     if not jobs:
         return
-    grant = Grant.get_by_id(action.grant_id)
+    grant = grant_by_id(action.grant_id)
     for job_id in jobs:
         if job_id != answering:
             queue_job_update(job_id, grant, now, failure)

@@ -5,6 +5,7 @@ start) so that tests, the CLI and the daemon open whichever file they are given.
 """
 
 from db.connection import close_database, database, open_database
+from db.lookups import grant_by_id, install_by_id, install_or_none
 from db.migrations import SCHEMA_VERSION, migrate, refresh_statistics, schema_version
 from db.models import Action, Event, Grant, Install, Verification, WatchlistEntry, now_epoch
 
@@ -18,6 +19,9 @@ __all__ = [
     "WatchlistEntry",
     "close_database",
     "database",
+    "grant_by_id",
+    "install_by_id",
+    "install_or_none",
     "migrate",
     "now_epoch",
     "open_database",
