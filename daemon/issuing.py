@@ -13,6 +13,7 @@ from daemon import grants
 from daemon.proxy_client import ProxyClient, ProxyNotFound
 from daemon.settings import Settings
 from db import Grant, database, install_by_id
+from db.prepared import Prepared, Slot
 
 log = logging.getLogger("envoy_proxy.issuing")
 
@@ -26,6 +27,40 @@ def _same_person(grant: Grant):
     if grant.proxy_person_id:
         person = person | (Grant.proxy_person_id == grant.proxy_person_id)
     return (Grant.install_id == grant.install_id) & person & (Grant.id != grant.id)
+
+
+def _person_grants_query(by_person_id: bool) -> Prepared:
+    person = Grant.email == Slot("email")
+    if by_person_id:
+        person = person | (Grant.proxy_person_id == Slot("person_id"))
+    others = (Grant.install_id == Slot("install_id")) & person & (Grant.id != Slot("id"))
+    bearing = (Grant.state == "active") | (Grant.safety_net_at > Slot("now"))
+    return Prepared(lambda: Grant.select().where((others & bearing) | (Grant.id == Slot("id"))))
+
+
+# The grant and the other grants of its person bearing on the safety net (`_person_grants`),
+# by email alone or by email or Proxy person id.
+_PERSON_GRANTS = {False: _person_grants_query(False), True: _person_grants_query(True)}
+_RECORD_INTENT = Prepared(
+    lambda: Grant.update(
+        {
+            Grant.proxy_person_id: Slot("person_id", Grant.proxy_person_id),
+            Grant.added_group_ids: Slot("added", Grant.added_group_ids),
+        }
+    ).where(Grant.id == Slot("id"))
+)
+_MARK_ACTIVE = Prepared(
+    lambda: Grant.update(
+        {
+            Grant.state: "active",
+            Grant.added_group_ids: Slot("added", Grant.added_group_ids),
+            Grant.safety_net_at: Slot("net", Grant.safety_net_at),
+            Grant.last_error: None,
+            Grant.updated_at: Slot("now", Grant.updated_at),
+            Grant.version: Grant.version + 1,
+        }
+    ).where((Grant.id == Slot("id")) & (Grant.version == Slot("version")))
+)
 
 
 def _find_person(client: ProxyClient, grant: Grant) -> dict | None:
@@ -45,9 +80,7 @@ def _record_intent(grant: Grant, person_id: str | None, added: list[str]) -> Non
     if (grant.proxy_person_id, grant.added_group_ids) == (person_id, added):
         return
     with database.atomic():
-        Grant.update(proxy_person_id=person_id, added_group_ids=added).where(
-            Grant.id == grant.id
-        ).execute()
+        _RECORD_INTENT.run(person_id=person_id, added=added, id=grant.id)
     grant.proxy_person_id, grant.added_group_ids = person_id, added
 
 
@@ -107,11 +140,12 @@ def _person_grants(grant: Grant, now: int) -> tuple[Grant, list[Grant]]:
 
     Stored now: a webhook may have moved the window (or the email) while we called Proxy.
     """
-    rows = list(
-        Grant.select().where(
-            (_same_person(grant) & ((Grant.state == "active") | (Grant.safety_net_at > now)))
-            | (Grant.id == grant.id)
-        )
+    rows = _PERSON_GRANTS[bool(grant.proxy_person_id)].all(
+        email=grant.email,
+        person_id=grant.proxy_person_id,
+        install_id=grant.install_id,
+        id=grant.id,
+        now=now,
     )
     [fresh] = [g for g in rows if g.id == grant.id]
     if (fresh.email, fresh.proxy_person_id) != (grant.email, grant.proxy_person_id):
@@ -167,17 +201,8 @@ def issue(ctx, grant: Grant, now: int) -> str:
     grant, others = _person_grants(grant, now)
     net = _renew_safety_net(client, grant, others, person["id"], now)
     with database.atomic():
-        changed = (
-            Grant.update(
-                state="active",
-                added_group_ids=added,
-                safety_net_at=net,
-                last_error=None,
-                updated_at=now,
-                version=Grant.version + 1,
-            )
-            .where((Grant.id == grant.id) & (Grant.version == grant.version))
-            .execute()
+        changed = _MARK_ACTIVE.run(
+            added=added, net=net, now=now, id=grant.id, version=grant.version
         )
     if not changed:
         raise GrantMoved(f"grant {grant.id} changed during issue")

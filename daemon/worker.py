@@ -17,6 +17,7 @@ from daemon.planning import plan_received
 from daemon.proxy_access import NotConfigured
 from daemon.proxy_client import ProxyAuthError, ProxyError, ProxyRateLimited, ProxyUnavailable
 from db import Action, Grant, database, grant_by_id, now_epoch
+from db.prepared import Prepared, Slot
 
 log = logging.getLogger("envoy_proxy.worker")
 
@@ -66,6 +67,11 @@ def _run_job_update(ctx, action: Action, now: int) -> str:
 EXECUTORS = {grants.ISSUE: _run_issue, grants.REVOKE: _run_revoke, "job_update": _run_job_update}
 
 
+_WORK_OF_GRANT = Prepared(
+    lambda: Action.select(Action.id, Action.payload).where(Action.grant == Slot("grant"))
+)
+
+
 def _follow_up_jobs(
     action: Action, now: int, answering: str | None, failure: str | None = None
 ) -> None:
@@ -78,9 +84,7 @@ def _follow_up_jobs(
     """
     if action.grant_id is None:
         return
-    work = {a.id: a for a in Action.select(Action.id, Action.payload).where(
-        Action.grant == action.grant_id
-    )}  # fmt: skip
+    work = {a.id: a for a in _WORK_OF_GRANT.all(grant=action.grant_id)}
     jobs = waiting_jobs(work.pop(action.id).payload)
     if not jobs:
         return
