@@ -8,6 +8,31 @@ from requests.adapters import HTTPAdapter
 POOL_SIZE = 32
 
 
+class _DirectSession(requests.Session):
+    """A session whose plain calls skip what our clients never use: merging session-level
+    headers, cookies and parameters into each call, and following redirects.
+
+    `Session.request` merges seven settings per call (with requests 2.34 each goes through
+    a runtime-checked Protocol, slow on Python 3.11) and runs hooks and cookie extraction
+    after it: 0.75 ms of CPU per call against 0.60 ms here (BENCHMARKS.md §1). The call is
+    prepared as requests prepares it and sent by the mounted adapter, with the proxies and
+    CA bundle read once. A call with any other option takes the full path.
+    """
+
+    def request(self, method, url, params=None, data=None, headers=None, json=None,
+                auth=None, timeout=None, **options):  # fmt: skip
+        if options:
+            return super().request(method, url, params=params, data=data, headers=headers,
+                                   json=json, auth=auth, timeout=timeout, **options)  # fmt: skip
+        prepared = requests.Request(method, url, headers=headers, params=params, data=data,
+                                    json=json, auth=auth or self.auth).prepare()  # fmt: skip
+        response = self.get_adapter(url).send(
+            prepared, timeout=timeout, verify=self.verify, proxies=self.proxies
+        )
+        response.content  # noqa: B018 (read it all, as Session.send does: frees the connection)
+        return response
+
+
 def session_for(base_url: str) -> requests.Session:
     """A keep-alive session that reads the environment's proxy and CA bundle settings once.
 
@@ -15,7 +40,7 @@ def session_for(base_url: str) -> requests.Session:
     every call of a client goes to its base URL's host, for which the answer is the same.
     A change to those variables takes effect at the next start.
     """
-    session = requests.Session()
+    session = _DirectSession()
     for scheme in ("http://", "https://"):
         session.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE))
     settings = session.merge_environment_settings(base_url, {}, None, None, None)
