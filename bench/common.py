@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from daemon.config import OPTIONS
 from sandbox.proxy import SEED_INSTALL_CONFIG as SITE_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +40,8 @@ CLIENT_ID = "sim-client"
 CLIENT_SECRET = "bench-client-secret"
 INSTALL_ID = "install-1"
 PROXY_SECRET = "app-secret"  # the sandbox's DEFAULT_SEED app
-DAEMON_THREADS = 8  # as daemon/__main__.py serves; the bare baseline uses the same
+# As the daemon serves by default (ENVOY_PROXY_THREADS); the bare baseline uses the same.
+DAEMON_THREADS = next(option.default for option in OPTIONS if option.name == "threads")
 GROUP_TAGS = {"grp-visitors": "visitor-lobby", "grp-contractors": "contractor", "grp-vip": "vip"}
 
 

@@ -67,7 +67,7 @@ def serve(cfg: config.Config) -> int:
         host=host,
         port=port,
         ident="envoy-proxy",
-        threads=8,
+        threads=cfg.threads,
         # Our own check answers JSON first; this is the hard stop for chunked bodies.
         max_request_body_size=cfg.max_body_bytes + 65536,
         clear_untrusted_proxy_headers=True,

@@ -91,6 +91,16 @@ OPTIONS: tuple[Option, ...] = (
         maximum=20.0,
     ),
     Option(
+        "threads",
+        "ENVOY_PROXY_THREADS",
+        16,
+        "Threads answering requests. Concurrent webhooks share one commit, so match the"
+        " deliveries Envoy sends at once (BENCHMARKS.md §1).",
+        type=int,
+        minimum=2,
+        maximum=32,
+    ),
+    Option(
         "sweep_seconds",
         "ENVOY_PROXY_SWEEP_SECONDS",
         30,
