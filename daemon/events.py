@@ -20,6 +20,7 @@ from daemon.policy import VISITOR_EVENTS
 from daemon.protect import EMPLOYEE_EVENTS
 from daemon.worker import run_inline
 from db import Action, Event, Grant, database, grant_by_id, now_epoch
+from db.prepared import Prepared, Slot
 
 PENDING = Answer.message(
     202, "Proxy did not answer in time; the job is updated when the change is done"
@@ -90,6 +91,23 @@ def _grant_of(stored: Event) -> Grant | None:
     return grant
 
 
+_STORE_ANSWER = Prepared(
+    lambda: Event.update(
+        {
+            Event.status: Slot("status", Event.status),
+            Event.answer: Slot("answer", Event.answer),
+        }
+    ).where(Event.job_id == Slot("job_id"))
+)
+_DUE_WORK = Prepared(
+    lambda: Action.select(Action.id).where(
+        (Action.grant == Slot("grant"))
+        & (Action.done == False)  # noqa: E712
+        & (Action.next_attempt_at <= Slot("now"))
+    )
+)
+
+
 def _plan_now(ctx, job_id: str, now: int) -> Answer:
     """Plan this delivery and run its due work within the budget; the answer to give."""
     planned = plan_received(ctx, now, job_ids=[job_id], follow_up=False).get(job_id)
@@ -100,19 +118,12 @@ def _plan_now(ctx, job_id: str, now: int) -> Answer:
         return planned.answer
     answer = _run_fast_path(ctx, planned.grant, job_id, now)
     with database.atomic():
-        Event.update(status=answer.status, answer=answer.body).where(
-            Event.job_id == job_id
-        ).execute()
+        _STORE_ANSWER.run(status=answer.status, answer=answer.body, job_id=job_id)
     return answer
 
 
 def _run_fast_path(ctx, grant: Grant, job_id: str, now: int) -> Answer:
-    due = [
-        a.id
-        for a in Action.select(Action.id).where(
-            (Action.grant == grant) & (Action.done == False) & (Action.next_attempt_at <= now)  # noqa: E712
-        )
-    ]
+    due = [action_id for (action_id,) in _DUE_WORK.rows(grant=grant.id, now=now)]
     budget = ctx.config.inline_budget
     started = time.monotonic()
     run_inline(dataclasses.replace(ctx, proxy=ctx.proxy.limited(budget)), due, now, job_id)

@@ -8,7 +8,7 @@ and a claim left behind by a crash expires by itself (or is released at the next
 import random
 
 from db import Action, database, now_epoch
-from db.prepared import NewRows, Prepared, Slot
+from db.prepared import NewRows, Prepared, Slot, SlotList
 
 LEASE_SECONDS = 120
 FLAG_AFTER_ATTEMPTS = 5  # shown as failing on the status page and in metrics
@@ -66,48 +66,79 @@ def reschedule(action: Action, due_at: int) -> None:
     ).execute()
 
 
+def _claimable(among_ids: bool = False):
+    """Due, unclaimed, and not waiting behind a claimed action with the same lock key.
+
+    `among_ids`: the query names its actions; `done` is hidden from SQLite's planner so that
+    it looks them up by id instead of walking `action_pending` through every due action (as
+    it did on a database analysed while still empty).
+    """
+    now = Slot("now")
+    held_keys = Action.select(Action.lock_key).where(
+        (Action.claimed_until >= now) & Action.lock_key.is_null(False)
+    )
+    pending = (Action.done.cast("INTEGER") == 0) if among_ids else (Action.done == False)  # noqa: E712
+    return (
+        pending
+        & (Action.next_attempt_at <= now)
+        & (Action.claimed_until.is_null() | (Action.claimed_until < now))
+        & (Action.lock_key.is_null() | Action.lock_key.not_in(held_keys))
+    )
+
+
+_DUE = Prepared(
+    lambda: (
+        Action.select()
+        .where(_claimable())
+        .order_by(Action.next_attempt_at, Action.id)
+        .limit(Slot("limit"))
+    )
+)
+_DUE_AMONG = Prepared(
+    lambda: (
+        Action.select()
+        .where(_claimable(among_ids=True) & Action.id.in_(SlotList("ids")))
+        .order_by(Action.next_attempt_at, Action.id)
+        .limit(Slot("limit"))
+    )
+)
+_LEASE = Prepared(
+    lambda: Action.update({Action.claimed_until: Slot("until", Action.claimed_until)}).where(
+        Action.id.in_(SlotList("ids"))
+    )
+)
+_RUNNING_AMONG = Prepared(
+    lambda: (
+        Action.select(Action.id)
+        .where(
+            Action.id.in_(SlotList("ids"))
+            & (Action.done == False)  # noqa: E712
+            & Action.claimed_until.is_null(False)
+        )
+        .limit(1)
+    )
+)
+
+
 def claim_due(now: int, limit: int, ids: list[int] | None = None) -> list[Action]:
     """Take a lease on up to `limit` due, unclaimed actions (or on those of `ids` that are).
 
     An action whose lock key is held by a claimed action waits; the claimer runs its batch
     in order, one action at a time.
     """
-    held_keys = Action.select(Action.lock_key).where(
-        (Action.claimed_until >= now) & Action.lock_key.is_null(False)
-    )
     with database.atomic():
-        query = (
-            Action.select()
-            .where(
-                (Action.done == False)  # noqa: E712
-                & (Action.next_attempt_at <= now)
-                & (Action.claimed_until.is_null() | (Action.claimed_until < now))
-                & (Action.lock_key.is_null() | Action.lock_key.not_in(held_keys))
-            )
-            .order_by(Action.next_attempt_at, Action.id)
-            .limit(limit)
-        )
-        if ids is not None:
-            query = query.where(Action.id.in_(ids))
-        claimed = list(query)
+        if ids is None:
+            claimed = _DUE.all(now=now, limit=limit)
+        else:
+            claimed = _DUE_AMONG.all(now=now, limit=limit, ids=ids)
         if claimed:
-            Action.update(claimed_until=now + LEASE_SECONDS).where(
-                Action.id.in_([a.id for a in claimed])
-            ).execute()
+            _LEASE.run(until=now + LEASE_SECONDS, ids=[a.id for a in claimed])
     return claimed
 
 
 def in_progress(action_ids: list[int]) -> bool:
     """Some of these actions are claimed and running (by the scheduler, say) right now."""
-    return (
-        Action.select()
-        .where(
-            Action.id.in_(action_ids)
-            & (Action.done == False)  # noqa: E712
-            & Action.claimed_until.is_null(False)
-        )
-        .exists()
-    )
+    return bool(_RUNNING_AMONG.rows(ids=action_ids))
 
 
 def complete(action: Action, now: int, outcome: str = "done", note: str | None = None) -> None:
@@ -160,6 +191,19 @@ def release_claims() -> int:
         )
 
 
+_NEXT_DUE = Prepared(
+    lambda: (
+        Action.select(Action.next_attempt_at)
+        .where(
+            (Action.done == False)  # noqa: E712
+            & (Action.claimed_until.is_null() | (Action.claimed_until < Slot("now")))
+        )
+        .order_by(Action.next_attempt_at)
+        .limit(1)
+    )
+)
+
+
 def next_due(now: int | None = None) -> int | None:
     """The earliest instant at which some pending action not being run must run.
 
@@ -167,14 +211,4 @@ def next_due(now: int | None = None) -> int | None:
     (counting them made the alarm fire again and again while a slow call was in flight). A
     lease that expires unrenewed is the sweep's to find. Walks `action_pending` in due order.
     """
-    now = now_epoch() if now is None else now
-    return (
-        Action.select(Action.next_attempt_at)
-        .where(
-            (Action.done == False)  # noqa: E712
-            & (Action.claimed_until.is_null() | (Action.claimed_until < now))
-        )
-        .order_by(Action.next_attempt_at)
-        .limit(1)
-        .scalar()
-    )
+    return _NEXT_DUE.scalar(now=now_epoch() if now is None else now)

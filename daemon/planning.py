@@ -28,7 +28,7 @@ from daemon.protect import EMPLOYEE_EVENTS, is_employee_event, plan_employee
 from daemon.settings import Settings
 from daemon.visits import Visit, usable_email
 from db import Action, Event, Grant, Install, database, install_or_none
-from db.prepared import Prepared, Slot
+from db.prepared import Prepared, Slot, SlotList
 
 log = logging.getLogger("envoy_proxy.planning")
 
@@ -118,13 +118,16 @@ def _apply(request: EnvoyRequest, visit: Visit, install: Install, now: int, know
     return Planned(final_answer(grant, now), grant)
 
 
+_WORK_OUTCOMES = Prepared(
+    lambda: Action.select(Action.outcome, Action.done, Action.due_at, Action.last_error).where(
+        Action.grant == Slot("grant")
+    )
+)
+
+
 def final_answer(grant: Grant, now: int) -> Answer:
     """202 while the grant has due work; else what it came to (200, or 412 if refused)."""
-    actions = list(
-        Action.select(Action.outcome, Action.done, Action.due_at, Action.last_error).where(
-            Action.grant == grant
-        )
-    )
+    actions = _WORK_OUTCOMES.all(grant=grant.id)
     if grant.state == "pending":
         failed = next((a for a in actions if a.outcome == "dead"), None)
         if failed is not None:
@@ -230,15 +233,37 @@ def plan_received(
         return _plan_stored(ctx, now, None, follow_up)
 
 
+def _unplanned(of_jobs: bool) -> Prepared:
+    """Stored deliveries not yet planned, in arrival order (those of some jobs only)."""
+    unplanned = Event.body.is_null(False)
+    if of_jobs:
+        unplanned &= Event.job_id.in_(SlotList("job_ids"))
+    return Prepared(
+        lambda: (
+            Event.select(Event.id, Event.job_id, Event.install_id, Event.body)
+            .where(unplanned)
+            .order_by(Event.id)
+            .limit(BATCH)
+        )
+    )
+
+
+_UNPLANNED, _UNPLANNED_OF_JOBS = _unplanned(of_jobs=False), _unplanned(of_jobs=True)
+_STILL_UNPLANNED = Prepared(
+    lambda: Event.select(Event.id).where(Event.id.in_(SlotList("ids")) & Event.body.is_null(False))
+)
+_SUBJECTS_WITH_GRANTS = Prepared(
+    lambda: Grant.select(Grant.install_id, Grant.subject).where(
+        (Grant.install_id == Slot("install_id")) & Grant.subject.in_(SlotList("subjects"))
+    )
+)
+
+
 def _plan_stored(ctx, now: int, job_ids: list[str] | None, follow_up: bool) -> dict[str, Planned]:
     done: dict[str, Planned] = {}
     while True:
-        query = Event.select(Event.id, Event.job_id, Event.install_id, Event.body).where(
-            Event.body.is_null(False)
-        )
-        if job_ids is not None:
-            query = query.where(Event.job_id.in_(job_ids))
-        rows = [_read_row(ctx, *row) for row in query.order_by(Event.id).limit(BATCH).tuples()]
+        stored = _UNPLANNED.rows() if job_ids is None else _UNPLANNED_OF_JOBS.rows(job_ids=job_ids)
+        rows = [_read_row(ctx, *row) for row in stored]
         pending = rows
         while pending:
             # In the background (follow_up), webhooks first; a webhook's own planning is not.
@@ -254,12 +279,7 @@ def _plan_slice(rows: list[_Row], now: int, follow_up: bool, done: dict) -> list
     started = time.monotonic()
     answers: dict[int, Answer] = {}
     with database.atomic():
-        unplanned = {
-            event_id
-            for (event_id,) in Event.select(Event.id)
-            .where(Event.id.in_([row.id for row in rows]) & Event.body.is_null(False))
-            .tuples()
-        }
+        unplanned = {event_id for (event_id,) in _STILL_UNPLANNED.rows(ids=[r.id for r in rows])}
         known = _known_subjects([row for row in rows if row.id in unplanned])
         rest: list[_Row] = []
         for index, row in enumerate(rows):
@@ -286,11 +306,7 @@ def _known_subjects(rows: list[_Row]) -> set[tuple[str, str]]:
             wanted.setdefault(row.install_id, set()).update(subjects)
     known = set()
     for install_id, subjects in wanted.items():
-        known.update(
-            Grant.select(Grant.install_id, Grant.subject)
-            .where((Grant.install_id == install_id) & Grant.subject.in_(subjects))
-            .tuples()
-        )
+        known.update(_SUBJECTS_WITH_GRANTS.rows(install_id=install_id, subjects=sorted(subjects)))
     return known
 
 

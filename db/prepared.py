@@ -15,6 +15,7 @@ Action.payload)`. A prepared insert fills in no defaults, so it names every colu
 `NewRows` is the insert of whole rows, with defaults filled in by the model.
 """
 
+import json
 import threading
 from collections.abc import Callable, Iterable
 
@@ -52,6 +53,17 @@ class Slot(Node):
     def __sql__(self, ctx):
         convert = self.field.db_value if self.field is not None else ctx.state.converter
         return ctx.value(_Bound(self.name, convert), converter=False)
+
+
+class SlotList(Slot):
+    """A list of values supplied at each run, for `field.in_(SlotList("ids"))`: bound as one
+    JSON parameter and read back by SQLite's `json_each`, so that the statement is the same
+    whatever the list's length. Its items are stored as they are (ids, strings)."""
+
+    def __sql__(self, ctx):
+        ctx.literal("(SELECT value FROM json_each(")
+        ctx.value(_Bound(self.name, json.dumps), converter=False)
+        return ctx.literal("))")
 
 
 class Prepared:
@@ -117,6 +129,11 @@ class Prepared:
             }
             found.append(instance)
         return found
+
+    def scalar(self, **values):
+        """The first column of the first selected row, or None."""
+        found = self.rows(**values)
+        return found[0][0] if found else None
 
     def first(self, **values):
         """The first selected row as a model instance, or None."""
