@@ -26,8 +26,57 @@ def accept_only() -> None:
     daemon.worker.run_due = lambda ctx, now=None, workers=0: None
 
 
+def urllib3_client() -> None:
+    """Outbound calls through urllib3 directly instead of requests (requests' own transport):
+    what a lighter HTTP client would give end to end. The design card names requests, so this
+    is a decision above code (BENCHMARKS.md §1, 1b); the clients are unchanged."""
+    import json as json_module
+    from urllib.parse import urlencode
+
+    import requests
+    import urllib3
+
+    from daemon import http_session
+
+    pool = urllib3.PoolManager(maxsize=http_session.POOL_SIZE, retries=False)
+
+    class Response:
+        def __init__(self, answer):
+            self.status_code, self.reason = answer.status, answer.reason
+            self.headers, self.content = answer.headers, answer.data
+            self.ok = self.status_code < 400
+
+        def json(self):
+            return json_module.loads(self.content)
+
+    def request(self, method, url, params=None, data=None, headers=None, json=None,
+                auth=None, timeout=None, **options):  # fmt: skip
+        headers = dict(headers or {})
+        if params:
+            url += "?" + urlencode(params)
+        if json is not None:
+            data = json_module.dumps(json).encode()
+            headers["Content-Type"] = "application/json"
+        elif isinstance(data, dict):
+            data = urlencode(data)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        if auth is not None:
+            basic = f"{auth.username}:{auth.password}"
+            headers.update(urllib3.util.make_headers(basic_auth=basic))
+        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        try:
+            answer = pool.request(method, url, body=data, headers=headers, redirect=False,
+                                  timeout=urllib3.Timeout(connect=connect, read=read))  # fmt: skip
+        except urllib3.exceptions.HTTPError as error:
+            raise requests.ConnectionError(str(error)) from None
+        return Response(answer)
+
+    http_session._DirectSession.request = request
+
+
 PATCHES = {
     "accept_only": accept_only,
+    "urllib3_client": urllib3_client,
     "switch_interval": switch_interval,
 }
 
