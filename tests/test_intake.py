@@ -247,3 +247,34 @@ def test_work_that_cancels_its_never_issued_grant_reports_to_each_job_once(intak
     for body in (sign_in, sign_out):
         assert [u["status"] for u in intake.sim.jobs[body["meta"]["job"]["id"]]] == ["done"]
     assert intake.persons("ada@example.com") == []
+
+
+def test_a_job_answered_pending_is_finished_by_the_work_still_due(
+    tmp_path, proxy_sandbox, envoy_sim, monkeypatch
+):
+    """Budget > 0: the webhook's own issue succeeds, but by then other work of the grant is
+    due and being run elsewhere (an admin ended the access meanwhile), so the answer is 202.
+    The issue reported to nobody (its webhook answers for it): that other work must."""
+    from daemon import events, grants, outbox, worker
+
+    taken = []
+
+    def issue_then_admin_ends_the_grant(ctx, action_ids, now, answering=None):
+        worker.run_inline(ctx, action_ids, now, answering)
+        with db.database.atomic():
+            [grant] = db.Grant.select()
+            revoke = grants.end_now(grant, now)
+        taken.extend(outbox.claim_due(now, 10, ids=[revoke.id]))  # the admin's run
+
+    with served_daemon(
+        tmp_path, proxy_sandbox, envoy_sim, ENVOY_PROXY_INLINE_BUDGET="1"
+    ) as harness:
+        harness.install()
+        monkeypatch.setattr(events, "run_inline", issue_then_admin_ends_the_grant)
+        body, answer = _sign_in(harness)
+        assert answer.status_code == 202
+        [revoke] = taken
+        with db.database.connection_context():
+            worker.execute(harness.ctx, revoke, db.now_epoch())  # the admin's run ends
+        harness.run_due()
+        assert harness.sim.jobs[body["meta"]["job"]["id"]][-1]["status"] == "done"
