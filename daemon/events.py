@@ -20,7 +20,7 @@ from daemon.policy import VISITOR_EVENTS
 from daemon.protect import EMPLOYEE_EVENTS
 from daemon.worker import run_inline
 from db import Action, Event, Grant, database, grant_by_id, now_epoch
-from db.prepared import Prepared, Slot
+from db.prepared import Prepared, Slot, columns
 
 PENDING = Answer.message(
     202, "Proxy did not answer in time; the job is updated when the change is done"
@@ -92,12 +92,7 @@ def _grant_of(stored: Event) -> Grant | None:
 
 
 _STORE_ANSWER = Prepared(
-    lambda: Event.update(
-        {
-            Event.status: Slot("status", Event.status),
-            Event.answer: Slot("answer", Event.answer),
-        }
-    ).where(Event.job_id == Slot("job_id"))
+    lambda: Event.update(columns(Event.status, Event.answer)).where(Event.job_id == Slot("job_id"))
 )
 _DUE_WORK = Prepared(
     lambda: Action.select(Action.id).where(

@@ -2,7 +2,7 @@
 
 from daemon.envoy_request import EnvoyRequest
 from db import Install, install_by_id
-from db.prepared import Prepared, Slot
+from db.prepared import Prepared, Slot, columns
 
 
 def install_changes(request: EnvoyRequest, now: int, *, event: bool = False) -> dict:
@@ -34,17 +34,17 @@ def remember_install(request: EnvoyRequest, now: int, *, event: bool = False) ->
     return save_install(request.install_id, install_changes(request, now, event=event), now)
 
 
-def _upsert(columns: tuple[str, ...]) -> Prepared:
+def _upsert(changed_columns: tuple[str, ...]) -> Prepared:
     """The upsert that sets these columns, prepared once per set of columns (few occur)."""
-    statement = _UPSERTS.get(columns)
+    statement = _UPSERTS.get(changed_columns)
     if statement is None:
-        changed = {getattr(Install, name): Slot(name, getattr(Install, name)) for name in columns}
+        changed = columns(*(getattr(Install, name) for name in changed_columns))
         created = {
             Install.install_id: Slot("install_id"),
             Install.created_at: Slot("created_at", Install.created_at),
             Install.config: Slot("new_config", Install.config),
         }
-        statement = _UPSERTS[columns] = Prepared(
+        statement = _UPSERTS[changed_columns] = Prepared(
             lambda: Install.insert({**created, **changed}).on_conflict(
                 conflict_target=[Install.install_id], update=changed
             )

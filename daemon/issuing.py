@@ -13,7 +13,7 @@ from daemon import grants
 from daemon.proxy_client import ProxyClient, ProxyNotFound
 from daemon.settings import Settings
 from db import Grant, database, install_by_id
-from db.prepared import Prepared, Slot
+from db.prepared import Prepared, Slot, columns
 
 log = logging.getLogger("envoy_proxy.issuing")
 
@@ -42,21 +42,16 @@ def _person_grants_query(by_person_id: bool) -> Prepared:
 # by email alone or by email or Proxy person id.
 _PERSON_GRANTS = {False: _person_grants_query(False), True: _person_grants_query(True)}
 _RECORD_INTENT = Prepared(
-    lambda: Grant.update(
-        {
-            Grant.proxy_person_id: Slot("person_id", Grant.proxy_person_id),
-            Grant.added_group_ids: Slot("added", Grant.added_group_ids),
-        }
-    ).where(Grant.id == Slot("id"))
+    lambda: Grant.update(columns(Grant.proxy_person_id, Grant.added_group_ids)).where(
+        Grant.id == Slot("id")
+    )
 )
 _MARK_ACTIVE = Prepared(
     lambda: Grant.update(
         {
+            **columns(Grant.added_group_ids, Grant.safety_net_at, Grant.updated_at),
             Grant.state: "active",
-            Grant.added_group_ids: Slot("added", Grant.added_group_ids),
-            Grant.safety_net_at: Slot("net", Grant.safety_net_at),
             Grant.last_error: None,
-            Grant.updated_at: Slot("now", Grant.updated_at),
             Grant.version: Grant.version + 1,
         }
     ).where((Grant.id == Slot("id")) & (Grant.version == Slot("version")))
@@ -80,7 +75,7 @@ def _record_intent(grant: Grant, person_id: str | None, added: list[str]) -> Non
     if (grant.proxy_person_id, grant.added_group_ids) == (person_id, added):
         return
     with database.atomic():
-        _RECORD_INTENT.run(person_id=person_id, added=added, id=grant.id)
+        _RECORD_INTENT.run(proxy_person_id=person_id, added_group_ids=added, id=grant.id)
     grant.proxy_person_id, grant.added_group_ids = person_id, added
 
 
@@ -202,7 +197,11 @@ def issue(ctx, grant: Grant, now: int) -> str:
     net = _renew_safety_net(client, grant, others, person["id"], now)
     with database.atomic():
         changed = _MARK_ACTIVE.run(
-            added=added, net=net, now=now, id=grant.id, version=grant.version
+            added_group_ids=added,
+            safety_net_at=net,
+            updated_at=now,
+            id=grant.id,
+            version=grant.version,
         )
     if not changed:
         raise GrantMoved(f"grant {grant.id} changed during issue")

@@ -8,7 +8,7 @@ and a claim left behind by a crash expires by itself (or is released at the next
 import random
 
 from db import Action, database, now_epoch
-from db.prepared import NewRows, Prepared, Slot, SlotList
+from db.prepared import NewRows, Prepared, Slot, SlotList, columns
 
 LEASE_SECONDS = 120
 FLAG_AFTER_ATTEMPTS = 5  # shown as failing on the status page and in metrics
@@ -23,11 +23,9 @@ _NEW_ACTIONS = NewRows(Action)
 _COMPLETE = Prepared(
     lambda: Action.update(
         {
+            **columns(Action.outcome, Action.done_at, Action.last_error),
             Action.done: True,
-            Action.outcome: Slot("outcome", Action.outcome),
-            Action.done_at: Slot("done_at", Action.done_at),
             Action.claimed_until: None,
-            Action.last_error: Slot("note", Action.last_error),
         }
     ).where(Action.id == Slot("id"))
 )
@@ -143,7 +141,7 @@ def in_progress(action_ids: list[int]) -> bool:
 
 def complete(action: Action, now: int, outcome: str = "done", note: str | None = None) -> None:
     """Mark done; call inside the transaction that records the action's effect."""
-    _COMPLETE.run(outcome=outcome, done_at=now, note=note, id=action.id)
+    _COMPLETE.run(outcome=outcome, done_at=now, last_error=note, id=action.id)
 
 
 def backoff_seconds(attempts: int, cap: float = BACKOFF_CAP_SECONDS) -> float:

@@ -28,7 +28,7 @@ from daemon.protect import EMPLOYEE_EVENTS, is_employee_event, plan_employee
 from daemon.settings import Settings
 from daemon.visits import Visit, usable_email
 from db import Action, Event, Grant, Install, database, install_or_none
-from db.prepared import Prepared, Slot, SlotList
+from db.prepared import Prepared, Slot, SlotList, columns
 
 log = logging.getLogger("envoy_proxy.planning")
 
@@ -180,13 +180,9 @@ def _settle(row: "_Row", planned: Planned, now: int, follow_up: bool) -> None:
 
 
 _STORE_ANSWER = Prepared(
-    lambda: Event.update(
-        {
-            Event.status: Slot("status", Event.status),
-            Event.answer: Slot("answer", Event.answer),
-            Event.body: None,
-        }
-    ).where(Event.id == Slot("id"))
+    lambda: Event.update({**columns(Event.status, Event.answer), Event.body: None}).where(
+        Event.id == Slot("id")
+    )
 )
 
 

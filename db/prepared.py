@@ -11,8 +11,9 @@ values go; `Prepared` renders one the first time it runs and then only binds the
 
 A slot compared with a field converts its value as that field does (`Grant.group_ids ==
 Slot(...)` dumps JSON); a slot in an insert or update names its field: `Slot("payload",
-Action.payload)`. A prepared insert fills in no defaults, so it names every column it writes;
-`NewRows` is the insert of whole rows, with defaults filled in by the model.
+Action.payload)`, or `columns(Action.payload, …)` slots each column under its field's name.
+A prepared insert fills in no defaults, so it names every column it writes; `NewRows` is the
+insert of whole rows, with defaults filled in by the model.
 """
 
 import json
@@ -53,6 +54,12 @@ class Slot(Node):
     def __sql__(self, ctx):
         convert = self.field.db_value if self.field is not None else ctx.state.converter
         return ctx.value(_Bound(self.name, convert), converter=False)
+
+
+def columns(*fields) -> dict:
+    """`{field: Slot(field.name, field)}`: the columns an insert writes or an update sets,
+    each from the value named after its field."""
+    return {field: Slot(field.name, field) for field in fields}
 
 
 class SlotList(Slot):
@@ -148,7 +155,7 @@ class NewRows:
     def __init__(self, model):
         self._model = model
         self._fields = [f for f in model._meta.sorted_fields if not isinstance(f, AutoField)]
-        self._insert = Prepared(lambda: model.insert({f: Slot(f.name, f) for f in self._fields}))
+        self._insert = Prepared(lambda: model.insert(columns(*self._fields)))
 
     def _values(self, instance) -> dict:
         return {field.name: instance.__data__.get(field.name) for field in self._fields}
