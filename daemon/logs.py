@@ -6,8 +6,8 @@ behind code that never logs secrets in the first place.
 
 Records are handed to one writer thread (the standard library's QueueListener) instead of
 being written by the thread that logs, and the writer writes a burst of lines at once: every
-write lets go of the GIL, and eight webhook threads each writing its own line then waited to
-get it back behind the others (accept rate 650 → 860 events/s, BENCHMARKS.md §1).
+write lets go of the GIL, and webhook threads each writing their own line then waited to get
+it back behind the others (accept rate 650 → 860 events/s with 8 threads, BENCHMARKS.md §1).
 `stop_logging` writes what is queued.
 """
 
