@@ -5,7 +5,7 @@ import pytest
 import time_machine
 
 from db import Action, Event, Grant
-from db.prepared import NewRows, Prepared, Slot
+from db.prepared import NewRows, Prepared, Slot, SlotList
 
 GRANTS_OF_EMAIL = Prepared(
     lambda: (
@@ -95,3 +95,15 @@ def test_a_prepared_insert_refuses_a_constant_that_would_be_frozen(database):
     frozen = Prepared(lambda: Event.insert(job_id=Slot("job_id"), event="x", install_id="i"))
     with pytest.raises(TypeError, match="slot every column"):
         frozen.run(job_id="j1")
+
+
+def test_a_slot_list_binds_a_list_of_any_length_as_one_statement(database):
+    ids = [_grant(subject=f"entries:{n}").id for n in range(5)]
+    among = Prepared(
+        lambda: Grant.select(Grant.id).where(Grant.id.in_(SlotList("ids"))).order_by(Grant.id)
+    )
+    assert [g.id for g in among.all(ids=ids[1:4])] == ids[1:4]
+    assert [g.id for g in among.all(ids=[ids[0]])] == [ids[0]]
+    assert among.all(ids=[]) == []
+    assert among.scalar(ids=ids[::-1]) == ids[0]
+    assert among.scalar(ids=[]) is None
