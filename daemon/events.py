@@ -125,11 +125,18 @@ def _run_fast_path(ctx, grant: Grant, job_id: str, now: int) -> Answer:
     # The scheduler may have claimed some of them first: wait for it within the budget.
     while outbox.in_progress(due) and time.monotonic() - started < budget:
         time.sleep(0.02)
+    answer = final_answer(grant_by_id(grant.id), now)
+    if answer.status == 202:
+        answer = _leave_job_to_due_work(grant, job_id, now)
+    return PENDING if answer.status == 202 else answer
+
+
+def _leave_job_to_due_work(grant: Grant, job_id: str, now: int) -> Answer:
+    """The work run here reported to nobody (this webhook answers for it): what is still due
+    reports to the job when it is done. Checked again in the transaction that hands the job
+    over, so that work completing meanwhile either counts in the answer or finds the job."""
     with database.atomic():
         answer = final_answer(grant_by_id(grant.id), now)
         if answer.status == 202:
-            # The work run here reported to nobody (this answer was to); what is still due
-            # reports to the job when it is done. In one transaction with the check: work that
-            # completes meanwhile either counted above or finds the job on it.
             grants.report_to(grant, job_id, now)
-    return PENDING if answer.status == 202 else answer
+    return answer
