@@ -63,6 +63,11 @@ def handle_event(ctx, request: EnvoyRequest) -> Answer:
     return answer
 
 
+_STORE_ANSWER = Prepared(
+    lambda: Event.update(columns(Event.status, Event.answer)).where(Event.job_id == Slot("job_id"))
+)
+
+
 def _answer_again(request: EnvoyRequest, now: int) -> Answer | None:
     """The final answer to a repeat of a planned delivery stored as 202 whose work is done.
 
@@ -76,9 +81,7 @@ def _answer_again(request: EnvoyRequest, now: int) -> Answer | None:
     if answer is None or answer.status == 202:
         return None
     with database.atomic():
-        Event.update(status=answer.status, answer=answer.body).where(
-            Event.id == stored.id
-        ).execute()
+        _STORE_ANSWER.run(status=answer.status, answer=answer.body, job_id=request.job_id)
     return answer
 
 
@@ -91,9 +94,6 @@ def _grant_of(stored: Event) -> Grant | None:
     return grant
 
 
-_STORE_ANSWER = Prepared(
-    lambda: Event.update(columns(Event.status, Event.answer)).where(Event.job_id == Slot("job_id"))
-)
 _DUE_WORK = Prepared(
     lambda: Action.select(Action.id).where(
         (Action.grant == Slot("grant"))

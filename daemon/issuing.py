@@ -22,18 +22,22 @@ class GrantMoved(RuntimeError):
     """The grant changed while we were calling Proxy; the action is run again."""
 
 
+def _others_of_person(install_id, email, grant_id, person_id=None):
+    """The install's other grants with this email (or this Proxy person id): values, or
+    `Slot`s for a prepared statement."""
+    person = Grant.email == email
+    if person_id is not None:
+        person = person | (Grant.proxy_person_id == person_id)
+    return (Grant.install_id == install_id) & person & (Grant.id != grant_id)
+
+
 def _same_person(grant: Grant):
-    person = Grant.email == grant.email
-    if grant.proxy_person_id:
-        person = person | (Grant.proxy_person_id == grant.proxy_person_id)
-    return (Grant.install_id == grant.install_id) & person & (Grant.id != grant.id)
+    return _others_of_person(grant.install_id, grant.email, grant.id, grant.proxy_person_id or None)
 
 
 def _person_grants_query(by_person_id: bool) -> Prepared:
-    person = Grant.email == Slot("email")
-    if by_person_id:
-        person = person | (Grant.proxy_person_id == Slot("person_id"))
-    others = (Grant.install_id == Slot("install_id")) & person & (Grant.id != Slot("id"))
+    person_id = Slot("person_id") if by_person_id else None
+    others = _others_of_person(Slot("install_id"), Slot("email"), Slot("id"), person_id)
     bearing = (Grant.state == "active") | (Grant.safety_net_at > Slot("now"))
     return Prepared(lambda: Grant.select().where((others & bearing) | (Grant.id == Slot("id"))))
 

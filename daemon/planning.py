@@ -134,17 +134,15 @@ def final_answer(grant: Grant, now: int) -> Answer:
             return Answer.message(
                 412,
                 f"Proxy refused the credential: {failed.last_error}",
-                attachments=grant_attachments(grant, _install(grant)),
+                attachments=grant_attachments(grant, install_or_none(grant.install_id)),
             )
     if any(not a.done and a.due_at <= now for a in actions):
         return ACCEPTED
     return Answer.message(
-        200, grant_message(grant, now), attachments=grant_attachments(grant, _install(grant))
+        200,
+        grant_message(grant, now),
+        attachments=grant_attachments(grant, install_or_none(grant.install_id)),
     )
-
-
-def _install(grant: Grant) -> Install | None:
-    return install_or_none(grant.install_id)
 
 
 def _with_employee_email(ctx, request: EnvoyRequest, visit: Visit) -> Visit:
