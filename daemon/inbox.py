@@ -9,9 +9,9 @@ whatever planning decided. A repeated job id changes nothing and gets the stored
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from daemon.batching import Batcher
 from daemon.envoy_request import Answer
 from db import Event, database
-from db.group_commit import GroupCommit
 from db.prepared import NewRows, Prepared, Slot
 
 ACCEPTED = Answer.message(202, "accepted; the job is updated when the change is done")
@@ -69,7 +69,7 @@ class Inbox:
     """Stores deliveries; one per process, shared by every webhook thread."""
 
     def __init__(self) -> None:
-        self._group = GroupCommit(_store)
+        self._group = Batcher(_store)
 
     def store(self, delivery: Delivery) -> Answer | None:
         """Commit the delivery; None if it is new, else the answer its first copy got."""

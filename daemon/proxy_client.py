@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import random
+import threading
 import time
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
@@ -18,6 +19,7 @@ from requests.auth import HTTPBasicAuth
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from daemon import __version__
+from daemon.batching import Batcher
 from daemon.http_session import session_for
 
 logger = logging.getLogger("envoy_proxy.proxy")
@@ -112,6 +114,8 @@ class ProxyClient:
         self._headers = {"User-Agent": f"envoy-proxy/{__version__}", "Accept": "application/json"}
         self._observe = observe
         self._missing_endpoints = set()
+        self._imports: dict[tuple, Batcher] = {}  # per (sendInvite, tags): bodies must match
+        self._imports_lock = threading.Lock()
 
     def __repr__(self):
         return f"ProxyClient(base_url={self.base_url!r}, app_key={self.app_key!r})"
@@ -222,12 +226,15 @@ class ProxyClient:
         )
         deadline = time.monotonic() + self._retry_budget
         attempt = 0
+        post = self._post_shared
         while True:
             started = time.monotonic()
             try:
-                return _imported(self._post_import(body, deadline))
+                return post(body, deadline)
             except ProxyRateLimited:
                 raise  # Proxy did not process it, and the budget is spent
+            except _BatchRefused:
+                pass  # perhaps for another person's item: this one is posted alone
             except ProxyUnavailable as failure:
                 # The person may exist now. Pausing first gives an in-flight POST time to land
                 # before the lookup; without budget left, the caller's next try looks it up.
@@ -242,6 +249,7 @@ class ProxyClient:
                         failure.description,
                     )
                     return existing
+            post = self._post_alone
 
     def add_to_group(self, group_id, person_id) -> None:
         """Put the person in the group (repeating it is harmless)."""
@@ -295,11 +303,39 @@ class ProxyClient:
         path = "/mobile-access/persons/{id}/scheduled-statuses"
         return self._request("POST", path, id=person_id, params=self._scope(), json_body=body)
 
+    def _post_shared(self, body, deadline) -> dict:
+        """The first POST of an import carries the persons other threads import meanwhile
+        (the import takes a list): one HTTP exchange for several persons."""
+        key = (body["sendInvite"], tuple(body["tags"]))
+        with self._imports_lock:
+            batcher = self._imports.get(key)
+            if batcher is None:
+                batcher = self._imports[key] = Batcher(self._post_batch)
+        return batcher.submit((body, deadline))
+
+    def _post_batch(self, calls) -> list[dict]:
+        """One POST for the persons of several import bodies that differ only in `items`."""
+        bodies = [body for body, _ in calls]
+        if len(bodies) == 1:
+            return [self._post_alone(*calls[0])]
+        merged = {**bodies[0], "items": [item for body in bodies for item in body["items"]]}
+        try:
+            data = self._post_import(merged, min(deadline for _, deadline in calls))
+        except (ProxyUnavailable, ProxyAuthError):
+            raise  # not about any one person
+        except ProxyError as error:
+            raise _BatchRefused(str(error)) from error
+        return _imported(data, bodies)
+
+    def _post_alone(self, body, deadline) -> dict:
+        [person] = _imported(self._post_import(body, deadline), [body])
+        return person
+
     def _post_import(self, body, deadline):
-        params = self._scope()
         return self._request(
-            "POST", IMPORT_PATH, params=params, json_body=body, policy=CHECKED, deadline=deadline
-        )
+            "POST", IMPORT_PATH, params=self._scope(), json_body=body, policy=CHECKED,
+            deadline=deadline,
+        )  # fmt: skip
 
     def _person_page(self, email, page, limit):
         params = {**self._scope(), **_page(page, limit), **_filter(email=email)}
@@ -473,6 +509,11 @@ class _Repeatable(Exception):
         self.error = error
 
 
+class _BatchRefused(Exception):
+    """Proxy refused an import of several persons: each is posted again alone, so that one
+    person's bad field does not fail the others."""
+
+
 def _may_repeat(policy, status):
     """Whether a failure Proxy may have processed (status None: no answer) may be repeated."""
     return policy == IDEMPOTENT or (policy == UNSAFE and status == 503)
@@ -579,8 +620,18 @@ def _import_body(name, email, tags, photo, phone, envoy_id, created_by_envoy, se
     return {"sendInvite": bool(send_invite), "items": [item], "tags": list(tags)}
 
 
-def _imported(data):
-    items = data.get("items") or []
-    if not items or not items[0].get("id"):
-        raise ProxyError("the import answer names no person", call=f"POST {IMPORT_PATH}")
-    return items[0]
+def _imported(data, bodies) -> list[dict]:
+    """The persons the import answer lists, one per body sent and in that order; checked against
+    the emails sent (where the answer gives them), since each names a grant's person."""
+    sent = [body["items"][0]["email"].casefold() for body in bodies]
+    persons = data.get("items") or []
+    if len(persons) != len(sent) or not all(p.get("id") for p in persons):
+        raise ProxyError(
+            f"the import answer names {len(persons)} persons for {len(sent)} sent",
+            call=f"POST {IMPORT_PATH}",
+        )
+    if any(p.get("email", email).casefold() != email for p, email in zip(persons, sent)):
+        raise ProxyError(
+            "the import answer lists other persons than were sent", call=f"POST {IMPORT_PATH}"
+        )
+    return persons

@@ -2,18 +2,21 @@
 
 import logging
 import socket
+import threading
 import time
 from datetime import UTC, datetime
 
 import pytest
 
 from daemon.proxy_client import (
+    IMPORT_PATH,
     ProxyAuthError,
     ProxyClient,
     ProxyError,
     ProxyNotFound,
     ProxyRateLimited,
     ProxyUnavailable,
+    _imported,
 )
 from sandbox.proxy import many_sites
 
@@ -234,6 +237,63 @@ def test_import_person_known_absent_still_looks_up_after_an_ambiguous_failure(
     assert [p["id"] for p in proxy_sandbox.persons("ada@example.com")] == [person["id"]]
     lookup = ("GET", "/manage/persons", 200)
     assert sequence(proxy_sandbox) == [("POST", IMPORT, 500), lookup, ("POST", IMPORT, 200)]
+
+
+def import_at_once(client, emails) -> dict:
+    """Import these visitors from one thread each, started together: {email: person or error}."""
+    outcomes, start = {}, threading.Barrier(len(emails))
+
+    def run(email):
+        start.wait()
+        try:
+            outcomes[email] = client.import_person(
+                name=email, email=email, tags=["visitor-lobby"], known_absent=True
+            )
+        except ProxyError as error:
+            outcomes[email] = error
+
+    threads = [threading.Thread(target=run, args=(email,)) for email in emails]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    return outcomes
+
+
+def test_concurrent_imports_share_posts_and_each_gets_its_own_person(client, proxy_sandbox):
+    proxy_sandbox.add_fault(latency_ms=50, path_prefix=IMPORT)  # the others queue meanwhile
+    emails = [f"guest{i}@example.com" for i in range(8)]
+    outcomes = import_at_once(client, emails)
+    for email in emails:
+        [stored] = proxy_sandbox.persons(email)
+        assert outcomes[email]["id"] == stored["id"]
+        assert stored["tags"] == ["visitor-lobby"]
+    assert 1 <= len(calls(proxy_sandbox, "POST", IMPORT)) < len(emails)
+
+
+def test_one_refused_person_does_not_fail_the_others_imported_with_it(client, proxy_sandbox):
+    proxy_sandbox.add_fault(latency_ms=50, path_prefix=IMPORT)
+    good = [f"guest{i}@example.com" for i in range(7)]
+    outcomes = import_at_once(client, ["not-an-email", *good])  # the last one starts first
+    for email in good:
+        [stored] = proxy_sandbox.persons(email)
+        assert outcomes[email]["id"] == stored["id"]
+    refused = outcomes["not-an-email"]
+    assert type(refused) is ProxyError and refused.status == 400
+    assert "email must be an email address" in str(refused)
+
+
+def test_an_import_answer_must_list_the_persons_sent_in_order():
+    bodies = [{"items": [{"email": "a@example.com"}]}, {"items": [{"email": "B@example.com"}]}]
+    a, b = {"id": "p1", "email": "a@example.com"}, {"id": "p2", "email": "b@example.com"}
+    assert _imported({"items": [a, b]}, bodies) == [a, b]
+    assert _imported({"items": [{"id": "p1"}, {"id": "p2"}]}, bodies)  # no emails: order trusted
+    with pytest.raises(ProxyError, match="names 1 persons for 2"):
+        _imported({"items": [a]}, bodies)
+    with pytest.raises(ProxyError, match="other persons than were sent"):
+        _imported({"items": [b, a]}, bodies)
+    with pytest.raises(ProxyError, match=f"POST {IMPORT_PATH}.*names 0 persons for 1"):
+        _imported({}, bodies[:1])
 
 
 def test_group_membership_is_added_and_removed(client, proxy_sandbox):

@@ -1,11 +1,11 @@
-"""Group commit (db/group_commit.py): every caller gets its own result, writes are shared."""
+"""Batching (daemon/batching.py): every caller gets its own result, writes are shared."""
 
 import threading
 import time
 
 import pytest
 
-from db.group_commit import GroupCommit
+from daemon.batching import Batcher
 
 
 def _run_threads(count: int, target) -> list:
@@ -35,7 +35,7 @@ def test_concurrent_submissions_share_writes_and_each_gets_its_own_result():
         time.sleep(0.005)  # an fsync: the others queue meanwhile
         return [item * 10 for item in items]
 
-    group = GroupCommit(write)
+    group = Batcher(write)
     results = _run_threads(32, group.submit)
     assert results == [i * 10 for i in range(32)]
     assert sorted(item for batch in batches for item in batch) == list(range(32))
@@ -52,7 +52,7 @@ def test_a_failed_write_fails_its_whole_batch_and_the_next_submissions_still_wor
             raise OSError("disk full")
         return list(items)
 
-    group = GroupCommit(write)
+    group = Batcher(write)
     first = _run_threads(8, group.submit)
     failed = [r for r in first if isinstance(r, OSError)]
     assert len(failed) == len(calls[0]) >= 1
@@ -61,6 +61,6 @@ def test_a_failed_write_fails_its_whole_batch_and_the_next_submissions_still_wor
 
 
 def test_a_write_that_returns_the_wrong_number_of_results_is_an_error():
-    group = GroupCommit(lambda items: [])
+    group = Batcher(lambda items: [])
     with pytest.raises(RuntimeError, match="0 results for 1"):
         group.submit("x")

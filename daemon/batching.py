@@ -1,14 +1,17 @@
-"""Group commit: many threads' small writes share one transaction and one fsync.
+"""Batching: many threads' small requests share one write (a transaction, or a Proxy call).
 
-Each thread that has something to write joins a queue. The first one becomes the leader: it
-takes the whole queue, writes it in one call of `write` (which opens its own transaction),
-hands every waiter its result, and passes leadership on to the first thread that queued
-meanwhile. Nobody answers before the transaction holding its write has committed.
+Each thread that has something to send joins a queue. The first one becomes the leader: it
+takes the whole queue, sends it in one call of `write`, hands every waiter its result, and
+passes leadership on to the first thread that queued meanwhile. Nobody gets a result before
+the write carrying its item has returned. There is no thread of its own to start or stop: the
+callers do the work, and a lone caller writes at once, without waiting for company.
 
-Why: an fsync'ed commit and the `BEGIN IMMEDIATE` around it cost more than the insert itself,
-and writers take turns on one lock; at 16 concurrent webhooks a transaction per request caps
-intake at a few hundred per second (BENCHMARKS.md §1). There is no thread of its own to
-start or stop: the callers do the work.
+Why (BENCHMARKS.md §1):
+- the inbox: an fsync'ed commit and the `BEGIN IMMEDIATE` around it cost more than the insert
+  itself, and writers take turns on one lock; at 16 concurrent webhooks a transaction per
+  request capped intake at a few hundred per second (group commit);
+- Proxy imports: the import endpoint takes a list of persons, and each HTTP exchange costs the
+  daemon more CPU than the person it carries.
 """
 
 import threading
@@ -36,7 +39,7 @@ class _Slot(Generic[Item, Result]):
         return self.result
 
 
-class GroupCommit(Generic[Item, Result]):
+class Batcher(Generic[Item, Result]):
     """`submit(item)` returns `write([...item...])[its index]` once that write returned.
 
     `write` gets the items in the order they were queued and must return one result per
@@ -68,7 +71,7 @@ class GroupCommit(Generic[Item, Result]):
         try:
             results = self._write([slot.item for slot in batch])
             if len(results) != len(batch):
-                raise RuntimeError(f"group write gave {len(results)} results for {len(batch)}")
+                raise RuntimeError(f"batched write gave {len(results)} results for {len(batch)}")
         except BaseException as error:
             for slot in batch:
                 slot.error = error
