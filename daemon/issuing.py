@@ -7,12 +7,15 @@ Proxy has no idempotency keys, so every step first looks at what Proxy already h
 action twice (after a crash between the Proxy call and the commit) converges to one person.
 """
 
+import functools
 import logging
+import operator
 
 from daemon import grants
 from daemon.proxy_client import ProxyClient, ProxyNotFound
 from daemon.settings import Settings
 from db import Grant, database, install_by_id
+from db.planner import unindexed
 from db.prepared import Prepared, Slot, columns
 
 log = logging.getLogger("envoy_proxy.issuing")
@@ -22,24 +25,34 @@ class GrantMoved(RuntimeError):
     """The grant changed while we were calling Proxy; the action is run again."""
 
 
-def _others_of_person(install_id, email, grant_id, person_id=None):
-    """The install's other grants with this email (or this Proxy person id): values, or
-    `Slot`s for a prepared statement."""
-    person = Grant.email == email
+def _others_of_person(install_id, email, grant_id, person_id=None, also=None):
+    """The install's other grants with this email (or this Proxy person id), meeting `also`:
+    values, or `Slot`s for a prepared statement.
+
+    One OR term per key, the other conditions unindexed in each: SQLite then finds the person
+    through the email and person-id indexes whatever its statistics say, rather than walking
+    every grant of the install (BENCHMARKS.md F15).
+    """
+    keys = [Grant.email == email]
     if person_id is not None:
-        person = person | (Grant.proxy_person_id == person_id)
-    return (Grant.install_id == install_id) & person & (Grant.id != grant_id)
+        keys.append(Grant.proxy_person_id == person_id)
+    rest = (unindexed(Grant.install_id) == install_id) & (Grant.id != grant_id)
+    if also is not None:
+        rest &= also
+    return functools.reduce(operator.or_, (key & rest for key in keys))
 
 
-def _same_person(grant: Grant):
-    return _others_of_person(grant.install_id, grant.email, grant.id, grant.proxy_person_id or None)
+def _same_person(grant: Grant, also=None):
+    return _others_of_person(
+        grant.install_id, grant.email, grant.id, grant.proxy_person_id or None, also
+    )
 
 
 def _person_grants_query(by_person_id: bool) -> Prepared:
     person_id = Slot("person_id") if by_person_id else None
-    others = _others_of_person(Slot("install_id"), Slot("email"), Slot("id"), person_id)
-    bearing = (Grant.state == "active") | (Grant.safety_net_at > Slot("now"))
-    return Prepared(lambda: Grant.select().where((others & bearing) | (Grant.id == Slot("id"))))
+    bearing = (unindexed(Grant.state) == "active") | (Grant.safety_net_at > Slot("now"))
+    others = _others_of_person(Slot("install_id"), Slot("email"), Slot("id"), person_id, bearing)
+    return Prepared(lambda: Grant.select().where(others | (Grant.id == Slot("id"))))
 
 
 # The grant and the other grants of its person bearing on the safety net (`_person_grants`),
@@ -180,11 +193,9 @@ def _has_net_at(grant: Grant, nets: list[Grant], end: int, now: int) -> bool:
     if end > now:
         return any(g.safety_net_at == end for g in nets)
     # Every window is over: a net at `end` is past, so not among the rows loaded.
-    return (
-        Grant.select()
-        .where((_same_person(grant) | (Grant.id == grant.id)) & (Grant.safety_net_at == end))
-        .exists()
-    )
+    at_end = Grant.safety_net_at == end
+    itself = (Grant.id == grant.id) & at_end
+    return Grant.select().where(_same_person(grant, at_end) | itself).exists()
 
 
 def issue(ctx, grant: Grant, now: int) -> str:
@@ -214,13 +225,8 @@ def issue(ctx, grant: Grant, now: int) -> str:
 
 def revoke(ctx, grant: Grant, now: int) -> str:
     """Take the grant's access away, or only close the grant if another one still needs it."""
-    others = list(
-        Grant.select().where(
-            _same_person(grant)
-            & (Grant.state == "active")
-            & (Grant.ends_at.is_null() | (Grant.ends_at > now))
-        )
-    )
+    live = (unindexed(Grant.state) == "active") & (Grant.ends_at.is_null() | (Grant.ends_at > now))
+    others = list(Grant.select().where(_same_person(grant, live)))
     if others:
         # Keep the person active; whoever ends last takes away the groups we added.
         heir = max(others, key=lambda g: (g.ends_at is None, g.ends_at or 0))

@@ -8,6 +8,7 @@ and a claim left behind by a crash expires by itself (or is released at the next
 import random
 
 from db import Action, database, now_epoch
+from db.planner import unindexed
 from db.prepared import NewRows, Prepared, Slot, SlotList, columns
 
 LEASE_SECONDS = 120
@@ -67,15 +68,15 @@ def reschedule(action: Action, due_at: int) -> None:
 def _claimable(among_ids: bool = False):
     """Due, unclaimed, and not waiting behind a claimed action with the same lock key.
 
-    `among_ids`: the query names its actions; `done` is hidden from SQLite's planner so that
-    it looks them up by id instead of walking `action_pending` through every due action (as
-    it did on a database analysed while still empty).
+    `among_ids`: the query names its actions; `done` is unindexed so that SQLite looks them
+    up by id instead of walking `action_pending` through every due action (as it did on a
+    database analysed while still empty).
     """
     now = Slot("now")
     held_keys = Action.select(Action.lock_key).where(
         (Action.claimed_until >= now) & Action.lock_key.is_null(False)
     )
-    pending = (Action.done.cast("INTEGER") == 0) if among_ids else (Action.done == False)  # noqa: E712
+    pending = (unindexed(Action.done) == 0) if among_ids else (Action.done == False)  # noqa: E712
     return (
         pending
         & (Action.next_attempt_at <= now)
@@ -110,7 +111,7 @@ _RUNNING_AMONG = Prepared(
         Action.select(Action.id)
         .where(
             Action.id.in_(SlotList("ids"))
-            & (Action.done == False)  # noqa: E712
+            & (unindexed(Action.done) == 0)  # by id, as in `_claimable`
             & Action.claimed_until.is_null(False)
         )
         .limit(1)

@@ -630,7 +630,9 @@ def _imported(data, bodies) -> list[dict]:
             f"the import answer names {len(persons)} persons for {len(sent)} sent",
             call=f"POST {IMPORT_PATH}",
         )
-    if any(p.get("email", email).casefold() != email for p, email in zip(persons, sent)):
+    pairs = zip(persons, sent, strict=True)
+    answered = [(person.get("email") or email).casefold() for person, email in pairs]
+    if answered != sent:
         raise ProxyError(
             "the import answer lists other persons than were sent", call=f"POST {IMPORT_PATH}"
         )
