@@ -10,6 +10,8 @@ action twice (after a crash between the Proxy call and the commit) converges to 
 import functools
 import logging
 import operator
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from daemon import grants
 from daemon.proxy_client import ProxyClient, ProxyNotFound
@@ -23,6 +25,20 @@ log = logging.getLogger("envoy_proxy.issuing")
 
 class GrantMoved(RuntimeError):
     """The grant changed while we were calling Proxy; the action is run again."""
+
+
+def _nothing() -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an action did, and the write that records it in the grant. The caller runs
+    `record` in the transaction that completes the action: the grant's new state and the
+    action's completion commit together, in one transaction (one fsync) rather than two."""
+
+    note: str
+    record: Callable[[], None] = _nothing
 
 
 def _others_of_person(install_id, email, grant_id, person_id=None, also=None):
@@ -198,8 +214,9 @@ def _has_net_at(grant: Grant, nets: list[Grant], end: int, now: int) -> bool:
     return Grant.select().where(_same_person(grant, at_end) | itself).exists()
 
 
-def issue(ctx, grant: Grant, now: int) -> str:
-    """Give the grant's person access in Proxy; returns a short outcome for the log."""
+def issue(ctx, grant: Grant, now: int) -> Outcome:
+    """Give the grant's person access in Proxy; the outcome records the grant active, or
+    raises `GrantMoved` if a webhook changed the grant meanwhile."""
     install = install_by_id(grant.install_id)
     settings = Settings.from_config(install.config or {})
     client = ctx.proxy.client(install)
@@ -210,7 +227,8 @@ def issue(ctx, grant: Grant, now: int) -> str:
         person, added = _issue_visitor(grant, client, tags, settings, now)
     grant, others = _person_grants(grant, now)
     net = _renew_safety_net(client, grant, others, person["id"], now)
-    with database.atomic():
+
+    def record() -> None:
         changed = _MARK_ACTIVE.run(
             added_group_ids=added,
             safety_net_at=net,
@@ -218,24 +236,28 @@ def issue(ctx, grant: Grant, now: int) -> str:
             id=grant.id,
             version=grant.version,
         )
-    if not changed:
-        raise GrantMoved(f"grant {grant.id} changed during issue")
-    return f"person {person['id']} active"
+        if not changed:
+            raise GrantMoved(f"grant {grant.id} changed during issue")
+
+    return Outcome(f"person {person['id']} active", record)
 
 
-def revoke(ctx, grant: Grant, now: int) -> str:
-    """Take the grant's access away, or only close the grant if another one still needs it."""
+def revoke(ctx, grant: Grant, now: int) -> Outcome:
+    """Take the grant's access away, or only close the grant if another one still needs it;
+    the outcome records the grant ended."""
     live = (unindexed(Grant.state) == "active") & (Grant.ends_at.is_null() | (Grant.ends_at > now))
     others = list(Grant.select().where(_same_person(grant, live)))
+    ended = functools.partial(_mark_ended, grant, now)
     if others:
         # Keep the person active; whoever ends last takes away the groups we added.
         heir = max(others, key=lambda g: (g.ends_at is None, g.ends_at or 0))
-        with database.atomic():
-            Grant.update(
-                added_group_ids=sorted(set(heir.added_group_ids) | set(grant.added_group_ids))
-            ).where(Grant.id == heir.id).execute()
-            _mark_ended(grant, now)
-        return f"access kept for grant {heir.id} of the same person"
+
+        def bequeath() -> None:
+            added = sorted(set(heir.added_group_ids) | set(grant.added_group_ids))
+            Grant.update(added_group_ids=added).where(Grant.id == heir.id).execute()
+            ended()
+
+        return Outcome(f"access kept for grant {heir.id} of the same person", bequeath)
     install = install_by_id(grant.install_id)
     client = ctx.proxy.client(install)
     person_id = grant.proxy_person_id
@@ -243,18 +265,14 @@ def revoke(ctx, grant: Grant, now: int) -> str:
         person = client.find_person_by_email(grant.email) if grant.email else None
         person_id = person["id"] if person else None
     if person_id is None:
-        with database.atomic():
-            _mark_ended(grant, now)
-        return "no Proxy person to suspend"
+        return Outcome("no Proxy person to suspend", ended)
     try:
         client.schedule_status(person_id, "suspended", now)
         for group in grant.added_group_ids:
             client.remove_from_group(group, person_id)
     except ProxyNotFound:
         log.warning("grant %s: Proxy person %s no longer exists", grant.id, person_id)
-    with database.atomic():
-        _mark_ended(grant, now)
-    return f"person {person_id} suspended"
+    return Outcome(f"person {person_id} suspended", ended)
 
 
 def _mark_ended(grant: Grant, now: int) -> None:

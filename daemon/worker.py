@@ -5,13 +5,14 @@ webhook for its own fresh actions. Failures are recorded and retried with backof
 (revoke) is never given up; an Envoy job update is given up after a day of trying.
 """
 
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from daemon import grants, outbox
 from daemon.envoy_client import EnvoyError
-from daemon.issuing import GrantMoved, issue, revoke
+from daemon.issuing import GrantMoved, Outcome, issue, revoke
 from daemon.outcomes import queue_job_update, waiting_jobs
 from daemon.planning import plan_received
 from daemon.proxy_access import NotConfigured
@@ -26,31 +27,31 @@ WORKERS = 8  # Proxy calls are I/O: threads overlap their waits
 JOB_UPDATE_ATTEMPTS = 20
 
 
-def _run_issue(ctx, action: Action, now: int) -> str:
+def _run_issue(ctx, action: Action, now: int) -> Outcome:
     grant = grant_by_id(action.grant_id)
     if grant.state not in grants.LIVE_STATES:
-        return "skipped: grant closed"
+        return Outcome("skipped: grant closed")
     if grant.ends_at is not None and grant.ends_at <= now and grant.state == "pending":
         if not grants.untouched(grant):
-            return "skipped: window over; the revoke takes back what reached Proxy"
-        with database.atomic():
-            grants.cancel(grant, now)
-        return "skipped: window over before issue"
+            return Outcome("skipped: window over; the revoke takes back what reached Proxy")
+        return Outcome("skipped: window over before issue", _cancelling(grant, now))
     return issue(ctx, grant, now)
 
 
-def _run_revoke(ctx, action: Action, now: int) -> str:
+def _run_revoke(ctx, action: Action, now: int) -> Outcome:
     grant = grant_by_id(action.grant_id)
     if grant.state == "pending" and grants.untouched(grant):
-        with database.atomic():
-            grants.cancel(grant, now)
-        return "cancelled before issue"
+        return Outcome("cancelled before issue", _cancelling(grant, now))
     if grant.state not in grants.LIVE_STATES:
-        return "skipped: grant already closed"
+        return Outcome("skipped: grant already closed")
     return revoke(ctx, grant, now)
 
 
-def _run_job_update(ctx, action: Action, now: int) -> str:
+def _cancelling(grant: Grant, now: int):
+    return functools.partial(grants.cancel, grant, now)
+
+
+def _run_job_update(ctx, action: Action, now: int) -> Outcome:
     if ctx.envoy is None:
         raise NotConfigured("ENVOY_CLIENT_ID is not set: Envoy job updates cannot be sent")
     payload = action.payload
@@ -61,7 +62,7 @@ def _run_job_update(ctx, action: Action, now: int) -> str:
         failure_reason=payload.get("failure_reason"),
         attachments=payload.get("attachments"),
     )
-    return f"job {payload['job_id']} {payload['status']}"
+    return Outcome(f"job {payload['job_id']} {payload['status']}")
 
 
 EXECUTORS = {grants.ISSUE: _run_issue, grants.REVOKE: _run_revoke, "job_update": _run_job_update}
@@ -107,7 +108,11 @@ def execute(ctx, action: Action, now: int, *, answering: str | None = None) -> b
     """
     started = time.monotonic()
     try:
-        note = EXECUTORS[action.kind](ctx, action, now)
+        outcome = EXECUTORS[action.kind](ctx, action, now)
+        with database.atomic():
+            outcome.record()
+            outbox.complete(action, now, note=None)
+            _follow_up_jobs(action, now, answering)
     except ProxyRateLimited as error:
         outbox.fail(action, now, str(error), retry_after=error.retry_after)
     except (ProxyUnavailable, ProxyAuthError, GrantMoved, EnvoyError) as error:
@@ -124,15 +129,12 @@ def execute(ctx, action: Action, now: int, *, answering: str | None = None) -> b
         log.exception("action %s (%s) crashed", action.id, action.kind)
         outbox.fail(action, now, f"internal error: {error!r}")
     else:
-        with database.atomic():
-            outbox.complete(action, now, note=None)
-            _follow_up_jobs(action, now, answering)
         log.info(
             "action %s %s grant=%s: %s (%.0f ms, %d s late)",
             action.id,
             action.kind,
             action.grant_id,
-            note,
+            outcome.note,
             (time.monotonic() - started) * 1000,
             max(0, now - action.due_at),
         )

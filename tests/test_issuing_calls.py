@@ -77,7 +77,9 @@ def test_the_safety_net_follows_a_window_moved_while_proxy_was_called(daemon):
     with database.connection_context():
         [read] = Grant.select()  # as the worker read it, before a webhook moved its end
         Grant.update(ends_at=read.ends_at + 600).where(Grant.id == read.id).execute()
-        issuing.issue(daemon.ctx, read, int(time.time()))
+        outcome = issuing.issue(daemon.ctx, read, int(time.time()))
+        with database.atomic():
+            outcome.record()
         [grant] = Grant.select()
     [grace] = daemon.persons("grace@example.com")
     [net] = grace["scheduledStatuses"]
