@@ -4,17 +4,19 @@ Each thread that has something to send joins a queue. The first one becomes the 
 takes the whole queue, sends it in one call of `write`, hands every waiter its result, and
 passes leadership on to the first thread that queued meanwhile. Nobody gets a result before
 the write carrying its item has returned. There is no thread of its own to start or stop: the
-callers do the work, and a lone caller writes at once, without waiting for company.
+callers do the work, and a lone caller writes at once unless the batcher gathers (`gather`).
 
 Why (BENCHMARKS.md §1):
 - the inbox: an fsync'ed commit and the `BEGIN IMMEDIATE` around it cost more than the insert
   itself, and writers take turns on one lock; at 16 concurrent webhooks a transaction per
   request capped intake at a few hundred per second (group commit);
 - Proxy imports: the import endpoint takes a list of persons, and each HTTP exchange costs the
-  daemon more CPU than the person it carries.
+  daemon more CPU than the person it carries. The outbox's threads reach their imports a few
+  ms apart, so an import's leader gathers for 5 ms first (F16).
 """
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -43,11 +45,14 @@ class Batcher(Generic[Item, Result]):
     """`submit(item)` returns `write([...item...])[its index]` once that write returned.
 
     `write` gets the items in the order they were queued and must return one result per
-    item; if it raises, every item of its batch raises the same error.
+    item; if it raises, every item of its batch raises the same error. `gather`: seconds a
+    leader waits for company before it takes the queue (a "linger"), for writes that cost far
+    more than that wait and whose callers do not arrive together on their own.
     """
 
-    def __init__(self, write: Callable[[Sequence[Item]], Sequence[Result]]):
+    def __init__(self, write: Callable[[Sequence[Item]], Sequence[Result]], gather: float = 0.0):
         self._write = write
+        self._gather = gather
         self._lock = threading.Lock()
         self._queue: list[_Slot] = []
         self._led = False  # a leader is writing or about to
@@ -66,6 +71,8 @@ class Batcher(Generic[Item, Result]):
         return slot.outcome()
 
     def _lead(self) -> None:
+        if self._gather:
+            time.sleep(self._gather)
         with self._lock:
             batch, self._queue = self._queue, []
         try:

@@ -37,6 +37,10 @@ BACKOFF_CAP = 5.0
 DEFAULT_RETRY_AFTER = 1.0
 
 IMPORT_PATH = "/manage/persons/import"
+# An import waits this long for others made meanwhile, to share their POST: the outbox's
+# threads reach their imports a few ms apart, and a Proxy round trip costs more than the wait
+# (BENCHMARKS.md F16).
+IMPORT_GATHER_SECONDS = 0.005
 
 # Retry policies: what may be repeated after a failure Proxy may already have processed
 # (read timeout, dropped connection, 5xx). Unsent requests and 429s are always repeatable.
@@ -310,7 +314,8 @@ class ProxyClient:
         with self._imports_lock:
             batcher = self._imports.get(key)
             if batcher is None:
-                batcher = self._imports[key] = Batcher(self._post_batch)
+                batcher = Batcher(self._post_batch, gather=IMPORT_GATHER_SECONDS)
+                self._imports[key] = batcher
         return batcher.submit((body, deadline))
 
     def _post_batch(self, calls) -> list[dict]:

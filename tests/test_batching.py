@@ -64,3 +64,33 @@ def test_a_write_that_returns_the_wrong_number_of_results_is_an_error():
     group = Batcher(lambda items: [])
     with pytest.raises(RuntimeError, match="0 results for 1"):
         group.submit("x")
+
+
+def _two_arrivals_apart(group: Batcher) -> list:
+    """Submit "a", then "b" 20 ms later, each from its own thread; their results."""
+    results = {}
+
+    def submit(item):
+        results[item] = group.submit(item)
+
+    threads = [threading.Thread(target=submit, args=(item,)) for item in "ab"]
+    threads[0].start()
+    time.sleep(0.02)  # arrival order, not a due time: "b" comes after "a"'s leader began
+    threads[1].start()
+    for thread in threads:
+        thread.join(timeout=10)
+    return [results["a"], results["b"]]
+
+
+def test_a_gathering_leader_waits_for_company_before_it_writes():
+    batches = []
+
+    def write(items):
+        batches.append(list(items))
+        return [item.upper() for item in items]
+
+    assert _two_arrivals_apart(Batcher(write)) == ["A", "B"]
+    assert batches == [["a"], ["b"]]  # without gathering, the first wrote alone at once
+    batches.clear()
+    assert _two_arrivals_apart(Batcher(write, gather=0.5)) == ["A", "B"]
+    assert batches == [["a", "b"]]
