@@ -1,8 +1,10 @@
 """The composition root: `envoy-proxy <command>`; `serve` wires and runs the daemon.
 
-Order at start: config → logging → key → database (open, migrate) → catch up overdue work →
-scheduler → READY=1 to systemd → serve. Order at stop (SIGTERM/SIGINT): STOPPING=1 → stop
-serving (Waitress drains in-flight requests) → stop the scheduler → close the database → exit 0.
+Order at start: config → logging → the database's instance lock → database (open, checks,
+migrate) → key (daemon/startup.py: never a fresh database or a new key over lost ones) →
+catch up overdue work → scheduler → READY=1 to systemd → serve. Order at stop (SIGTERM/SIGINT):
+STOPPING=1 → stop serving (Waitress drains in-flight requests) → stop the scheduler → close the
+database → exit 0.
 """
 
 import argparse
@@ -13,12 +15,14 @@ import sys
 import waitress
 
 import db
-from daemon import __version__, admin, config, notify, plugin_manifest
+from daemon import __version__, admin, config, notify, plugin_manifest, startup
 from daemon.context import Context
+from daemon.health import Health
 from daemon.logs import setup_logging
+from daemon.masking import Masker
 from daemon.outbox import release_claims
-from daemon.secretbox import SecretBox, SecretBoxError
-from daemon.worker import run_due
+from daemon.secretbox import SecretBoxError
+from daemon.worker import dispatch_due, run_due
 from scheduler import Alarm
 from web.app import create_app
 
@@ -49,19 +53,21 @@ def _raise_system_exit(signum, frame):
 def serve(cfg: config.Config) -> int:
     setup_logging(cfg.log_level, cfg.secrets())
     host, port = parse_listen(cfg.listen)
-    secretbox = SecretBox.from_key_file(cfg.key_file)
-    db.open_database(cfg.db)
+    lock = startup.lock_database(cfg)  # held until the process ends: one daemon per database
+    secretbox = startup.open_state(cfg)
     with db.database.connection_context():
-        db.migrate()
         db.refresh_statistics()
         release_claims()  # a fresh process: no claim of a previous one is still alive
     ctx = Context.build(cfg, secretbox)
+    mask = Masker(cfg.secrets())
+    alarm = Alarm(lambda: dispatch_due(ctx), sweep_seconds=cfg.sweep_seconds, mask=mask)
+    ctx.health = Health(cfg.overdue_seconds, mask)
+    ctx.health.watch(alarm.state)
+    ctx.rearm, ctx.scheduler_next_due = alarm.rearm, lambda: alarm.next_due
     # Catch up before serving: a daemon that was down when access should have ended ends it now.
-    with db.database.connection_context():
-        first_due = run_due(ctx)
-    alarm = Alarm(lambda: run_due(ctx), sweep_seconds=cfg.sweep_seconds)
-    ctx.rearm, ctx.scheduler_healthy = alarm.rearm, alarm.healthy
-    ctx.scheduler_next_due = lambda: alarm.next_due
+    # A catch-up that raises is a failed run (unhealthy): serve anyway, so that webhooks are
+    # stored, rather than exit into a restart loop; the alarm's sweep keeps retrying.
+    first_due = alarm.run_once(lambda: run_due(ctx))
     server = waitress.create_server(
         create_app(ctx),
         host=host,
@@ -79,11 +85,12 @@ def serve(cfg: config.Config) -> int:
     watchdog = None
     try:
         alarm.start(first_due)
-        # Pings only while the alarm thread lives and due work runs (APScheduler's thread can
-        # die while it still says `running`).
-        watchdog = notify.start_watchdog(alarm.healthy)
+        # Pings only while healthy (daemon.health): the alarm thread lives, its last run did
+        # not fail, the database takes writes and no due work is overdue.
+        watchdog = notify.start_watchdog(ctx.health.problems)
         log.info("envoy-proxy %s serving on http://%s:%d (db %s)", __version__, host, port, cfg.db)
-        notify.ready(f"serving on {host}:{port}")
+        caught_up = "; catch-up failed: unhealthy" if alarm.runs.failing else ""
+        notify.ready(f"serving on {host}:{port}{caught_up}")
         server.run()
     finally:
         notify.stopping()
@@ -92,8 +99,10 @@ def serve(cfg: config.Config) -> int:
             watchdog.stop()
         server.close()
         alarm.shutdown()
+        ctx.runner.shutdown()
         ctx.proxy.close()
         db.close_database()
+        lock.release()
     log.info("stopped")
     return 0
 
@@ -152,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugin_manifest.add_arguments(manifest_parser)
     manifest_parser.set_defaults(run=plugin_manifest.run)
     admin.register(commands)
+    startup.add_init_command(commands)
     for words, help_text, _ in PASSTHROUGH:
         commands.add_parser(" ".join(words), help=help_text)
     return parser

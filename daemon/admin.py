@@ -13,15 +13,16 @@ import os
 import sqlite3
 import sys
 import unicodedata
-from datetime import datetime
 
 import peewee
 
 import db
-from daemon import config, grants, outbox, status_report, watchlist
+from daemon import config, grants, outbox, outcomes, startup, status_report, watchlist
+from daemon.health import Health
+from daemon.masking import Masker
 from daemon.outbox import FLAG_AFTER_ATTEMPTS
-from daemon.times import zone
-from db import Action, Grant, Install, now_epoch
+from daemon.times import local_time
+from db import LIVE_STATES, Action, Grant, Install, now_epoch
 
 EXIT_OK, EXIT_FAILED, EXIT_QUEUED = 0, 1, 75
 INSTALL_HEADERS = [
@@ -48,12 +49,12 @@ class AdminError(RuntimeError):
 
 
 def _open(cfg: config.Config) -> None:
-    """Open and migrate the daemon's database; the Envoy client secret is not needed here."""
-    if cfg.db != ":memory:" and not os.path.exists(cfg.db):
-        raise config.ConfigError(
-            f"no database at {cfg.db}: point ENVOY_PROXY_DB or --db at the daemon's database"
-        )
-    db.open_database(cfg.db)
+    """Open and migrate the daemon's database; the Envoy client secret is not needed here.
+
+    Never one that is missing or empty: migrating it would hand the daemon a fresh database.
+    No instance lock either: these commands run beside the daemon.
+    """
+    startup.open_existing(cfg.db)
     with db.database.connection_context():
         db.migrate()
 
@@ -107,9 +108,7 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 
 def _local(epoch: int | None, zone_name: str | None) -> str:
-    if epoch is None:
-        return "-"
-    return datetime.fromtimestamp(epoch, zone(zone_name)).strftime("%Y-%m-%d %H:%M %Z")
+    return "-" if epoch is None else local_time(epoch, zone_name)
 
 
 def _when(stamp: dict | None) -> str:
@@ -140,6 +139,20 @@ def _positive(text: str) -> int:
 # ---------------------------------------------------------------------------- status
 
 
+def _health_lines(health: dict | None) -> list[str]:
+    """UNHEALTHY and why, first: what an admin must act on."""
+    if health is None:
+        return []
+    if health["healthy"]:
+        return ["health:         ok"]
+    lines = ["health:         UNHEALTHY"]
+    for reason in health["reasons"]:
+        lines.append(f"  - {clean(reason['summary'])}")
+        if reason["detail"]:
+            lines.append(f"    {clean(reason['detail'])}")
+    return lines
+
+
 def render_status(facts: dict) -> str:
     """The status page as plain text."""
     sched, database, counts = facts["scheduler"], facts["database"], facts["counts"]
@@ -150,6 +163,7 @@ def render_status(facts: dict) -> str:
         alive_text = "alive" if alive else "NOT RUNNING: due work is not being done"
     out = [
         f"envoy-proxy {facts['version']} — status at {_when(facts['now'])}",
+        *_health_lines(facts["health"]),
         f"scheduler:      {alive_text}",
         f"next due work:  {_when(sched['next_due'])}",
         f"database:       {clean(database['path'])} "
@@ -261,7 +275,9 @@ def render_status(facts: dict) -> str:
 
 
 def _status(args, cfg) -> int:
-    facts = status_report.gather(now_epoch(), secrets=cfg.secrets())
+    # The database's checks only: the scheduler's live in the daemon (its /healthz).
+    health = Health(cfg.overdue_seconds, Masker(cfg.secrets())).check()
+    facts = status_report.gather(now_epoch(), health=health, secrets=cfg.secrets())
     if args.json:
         print(json.dumps(facts, indent=2, ensure_ascii=False))
     else:
@@ -336,10 +352,11 @@ def _revoke(args, cfg) -> int:
         if grant is None:
             raise AdminError(f"no grant {args.grant_id} (see `envoy-proxy grants`)")
         before = grant.state
-        action = grants.end_now(grant, now)
+        action = grants.end_at(grant, now, now)
+        outcomes.settle(grant.id, now)
     who = clean(grant.full_name or grant.email or grant.subject)
     if action is None:
-        if before in grants.LIVE_STATES:
+        if before in LIVE_STATES:
             print(f"grant {grant.id} ({who}) was not issued yet: cancelled, no Proxy call needed")
         else:
             print(f"grant {grant.id} ({who}) is already {before}: nothing to do")
@@ -347,7 +364,7 @@ def _revoke(args, cfg) -> int:
     # Imported here: the other commands need neither the HTTP clients nor the key file.
     from daemon.context import Context
     from daemon.secretbox import SecretBox
-    from daemon.worker import run_inline
+    from daemon.worker import execute
 
     if not os.path.exists(cfg.key_file):
         _error(
@@ -359,7 +376,9 @@ def _revoke(args, cfg) -> int:
     # As long as a webhook would wait for Proxy: an admin at a prompt should not wait longer.
     inline = dataclasses.replace(ctx, proxy=ctx.proxy.limited(max(1.0, cfg.inline_budget)))
     try:
-        run_inline(inline, [action.id], now)
+        claimed = outbox.claim_one(action.id, now)
+        if claimed is not None:
+            execute(inline, claimed, now)
     finally:
         ctx.proxy.close()
     done = Action.get_by_id(action.id)

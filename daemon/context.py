@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 from daemon.config import Config
 from daemon.envoy_client import EnvoyPluginClient
-from daemon.inbox import Inbox
+from daemon.health import Health
 from daemon.metrics import Metrics
-from daemon.priority import WebhooksFirst
 from daemon.proxy_access import ProxyAccess
 from daemon.secretbox import SecretBox
+from daemon.worker import Runner
 
 
 @dataclass
@@ -20,14 +20,15 @@ class Context:
     proxy: ProxyAccess
     envoy: EnvoyPluginClient | None
     metrics: Metrics = field(default_factory=Metrics)
-    inbox: Inbox = field(default_factory=Inbox)
-    priority: WebhooksFirst = field(default_factory=WebhooksFirst)
+    runner: Runner = field(default_factory=Runner)
     # Called with an epoch after a commit that may make work due sooner (the alarm clock).
     rearm: Callable[[int | None], None] = lambda at: None
     # True while the scheduler thread lives and swept recently (status page, watchdog).
     scheduler_healthy: Callable[[], bool] = lambda: True
     scheduler_next_due: Callable[[], int | None] = lambda: None
     started_at: float = field(default_factory=time.time)
+    # Is due work getting done, and if not why (/healthz, the watchdog, /status).
+    health: Health = field(default_factory=Health)
 
     @classmethod
     def build(cls, config: Config, secretbox: SecretBox) -> "Context":

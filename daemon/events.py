@@ -1,42 +1,50 @@
-"""The event worker behind `/envoy/events`: check, store, then plan now or in the background.
+"""The intake behind `/envoy/events`: one transaction per event.
 
-Every delivery is checked (its payload must fit its event) and stored in the inbox, unique on
-`meta.job.id`, before we answer; a repeated delivery gets the first one's answer and changes
-nothing. With an inline budget of 0 the answer is 202 as soon as the delivery is on disk, and
-the scheduler plans it with others in a batch and updates the Envoy job when done. Otherwise
-the webhook plans its own delivery and runs the due Proxy work within the budget; if Proxy is
-slow or down the answer is 202 and the outbox finishes the job later.
+Parse once (at the edge), validate, plan, and write the inbox row with its grants, its due
+work and the job's wait in one IMMEDIATE transaction; commit; answer. A repeated job id gets
+the first answer and changes nothing. Proxy is never called here: due work is the runner's,
+woken by `ctx.rearm`. An event answered 202 gets its final outcome as an Envoy job update.
+
+A delivery whose planning fails for a reason of its own (a bug, a row it cannot write) is
+quarantined: stored with its body and error, answered 202, and retried with backoff by the
+runner (`retry_quarantined`), so it never stands in the way of the next one.
 """
 
 import dataclasses
 import json
-import time
+import logging
 
-from daemon import grants, outbox
+from peewee import IntegrityError
+
+from daemon import grants, outcomes
+from daemon.envoy_client import EnvoyError, EnvoyUserClient
 from daemon.envoy_request import Answer, BadRequest, EnvoyRequest
-from daemon.inbox import ACCEPTED, Delivery
-from daemon.planning import final_answer, plan_received, visit_of
-from daemon.policy import VISITOR_EVENTS
-from daemon.protect import EMPLOYEE_EVENTS
-from daemon.worker import run_inline
-from db import Action, Event, Grant, database, grant_by_id, now_epoch
-from db.prepared import Prepared, Slot, columns
+from daemon.installs import install_changes, save_install
+from daemon.outbox import MIN_RETRY_SECONDS
+from daemon.outcomes import ACCEPTED
+from daemon.policy import VISITOR_EVENTS, Close, Ignore, Open, plan_visitor
+from daemon.protect import EMPLOYEE_EVENTS, is_employee_event, plan_employee
+from daemon.retry import backoff_seconds
+from daemon.settings import Settings
+from daemon.visits import Visit, usable_email
+from db import Event, Grant, GrantState, Install, database, now_epoch
 
-PENDING = Answer.message(
-    202, "Proxy did not answer in time; the job is updated when the change is done"
-)
+log = logging.getLogger("envoy_proxy.events")
+
+ENTRY_EVENTS = ("entry_sign_in", "entry_sign_out")
+QUARANTINE_BACKOFF_CAP_SECONDS = 900
+UNAVAILABLE = 503
+# The employee-email lookup holds its webhook's answer: bounded well inside Envoy's patience.
+LOOKUP_TIMEOUT = (3.05, 5.0)
+LOOKUP_RETRY_BUDGET = 5.0
 
 
-def _delivery(request: EnvoyRequest, now: int) -> Delivery:
-    """What the inbox keeps of this delivery; BadRequest (nothing stored) if it is unusable."""
-    if request.event not in VISITOR_EVENTS + EMPLOYEE_EVENTS:
-        unhandled = Answer.message(400, f"event {request.event!r} is not handled by this plugin")
-        return Delivery(
-            request.job_id, request.event, request.install_id, None, now, None, unhandled
-        )
-    visit = visit_of(request)
-    raw = request.raw or json.dumps({"meta": request.meta, "payload": request.payload})
-    return Delivery(request.job_id, request.event, request.install_id, visit.subject, now, raw)
+def visit_of(request: EnvoyRequest) -> Visit:
+    """The payload of an event this plugin handles, or BadRequest if it does not fit."""
+    visit = Visit.from_payload(request.payload)
+    if (request.event in ENTRY_EVENTS + EMPLOYEE_EVENTS) != (visit.kind == "entries"):
+        raise BadRequest(f"`{request.event}` does not fit a payload of type {visit.kind!r}")
+    return visit
 
 
 def handle_event(ctx, request: EnvoyRequest) -> Answer:
@@ -46,97 +54,198 @@ def handle_event(ctx, request: EnvoyRequest) -> Answer:
     if not request.job_id:
         raise BadRequest("`meta.job.id` is missing")
     now = now_epoch()
-    delivery = _delivery(request, now)
-    earlier = ctx.inbox.store(delivery)
-    if earlier is not None:
-        answer = _answer_again(request, now) if earlier.status == 202 else earlier
-        answer = answer or earlier
-    elif delivery.raw is None:
-        answer = delivery.answer
-    elif ctx.config.inline_budget > 0:
-        answer = _plan_now(ctx, request.job_id, now)
-        ctx.rearm(outbox.next_due())
-    else:
-        answer = ACCEPTED
-        ctx.rearm(now)  # the scheduler plans it, with whatever else arrived meanwhile
+    if request.event not in VISITOR_EVENTS + EMPLOYEE_EVENTS:
+        answer = Answer.message(400, f"event {request.event!r} is not handled by this plugin")
+        return _store(request, None, now, lambda: answer)
+    visit = visit_of(request)  # BadRequest: answered 4xx, nothing stored
+    visit = _with_employee_email(ctx, request, visit)
+    try:
+        answer = _store(request, visit.subject, now, lambda: _apply(request, visit, now))
+    except BadRequest:
+        raise
+    except Exception as error:  # a bug or a write that failed: keep it, apart from the rest
+        log.exception("job %s (%s) could not be planned; quarantined", request.job_id,
+                      request.event)  # fmt: skip
+        answer = _quarantine(request, visit.subject, now, error)
+    if answer.status == 202:
+        ctx.rearm(now)
     ctx.metrics.event(request.event, answer.status)
     return answer
 
 
-_STORE_ANSWER = Prepared(
-    lambda: Event.update(columns(Event.status, Event.answer)).where(Event.job_id == Slot("job_id"))
-)
-
-
-def _answer_again(request: EnvoyRequest, now: int) -> Answer | None:
-    """The final answer to a repeat of a planned delivery stored as 202 whose work is done.
-
-    A webhook that runs its job's work itself answers that job itself (no job update is
-    queued for it); killed before it stored its final answer, it leaves a 202 that would
-    otherwise be the answer to every retry, and Envoy's job would never finish.
+def _store(request: EnvoyRequest, entity: str | None, now: int, decide) -> Answer:
+    """In one transaction: the first answer to this job id, or `decide()`'s, stored with the
+    delivery. A concurrent twin of the same job loses the insert and gets the winner's answer.
     """
-    stored = Event.get(Event.job_id == request.job_id)
-    grant = _grant_of(stored) if stored.body is None and stored.entity else None
-    answer = final_answer(grant, now) if grant is not None else None
-    if answer is None or answer.status == 202:
-        return None
-    with database.atomic():
-        _STORE_ANSWER.run(status=answer.status, answer=answer.body, job_id=request.job_id)
-    return answer
+    try:
+        with database.atomic():
+            earlier = Event.get_or_none(Event.job_id == request.job_id)
+            if earlier is not None:
+                return Answer(earlier.status, earlier.answer)
+            answer = decide()
+            Event.create(
+                job_id=request.job_id,
+                event=request.event,
+                install_id=request.install_id,
+                entity=entity,
+                received_at=now,
+                status=answer.status,
+                answer=answer.body,
+            )
+            return answer
+    except IntegrityError:
+        earlier = Event.get_or_none(Event.job_id == request.job_id)
+        if earlier is None:
+            raise
+        return Answer(earlier.status, earlier.answer)
 
 
-def _grant_of(stored: Event) -> Grant | None:
-    """The grant a planned delivery concerned: its own, or for an entry its invite's."""
-    grant = Grant.get_or_none(install_id=stored.install_id, subject=stored.entity)
-    kind, _, entity_id = stored.entity.partition(":")
-    if grant is None and kind == "entries":
-        grant = Grant.get_or_none(install_id=stored.install_id, entry_id=entity_id)
-    return grant
+def _quarantine(request: EnvoyRequest, entity: str | None, now: int, error: Exception) -> Answer:
+    """Store the delivery unplanned, with its error, for a later retry; 503 when even that
+    cannot be written (Envoy then delivers it again)."""
+    try:
+        with database.atomic():
+            Event.insert(
+                job_id=request.job_id,
+                event=request.event,
+                install_id=request.install_id,
+                entity=entity,
+                received_at=now,
+                status=ACCEPTED.status,
+                answer=ACCEPTED.body,
+                body=json.dumps({"meta": request.meta, "payload": request.payload}),
+                attempts=1,
+                next_attempt_at=now + _delay(1),
+                last_error=f"{type(error).__name__}: {error}"[:500],
+            ).on_conflict_ignore().execute()
+    except Exception:
+        log.exception("job %s could not be stored either", request.job_id)
+        return Answer.message(UNAVAILABLE, "the delivery could not be stored; deliver it again")
+    return ACCEPTED
 
 
-_DUE_WORK = Prepared(
-    lambda: Action.select(Action.id).where(
-        (Action.grant == Slot("grant"))
-        & (Action.done == False)  # noqa: E712
-        & (Action.next_attempt_at <= Slot("now"))
-    )
-)
+def _delay(attempts: int) -> int:
+    return MIN_RETRY_SECONDS + int(backoff_seconds(attempts, QUARANTINE_BACKOFF_CAP_SECONDS))
 
 
-def _plan_now(ctx, job_id: str, now: int) -> Answer:
-    """Plan this delivery and run its due work within the budget; the answer to give."""
-    planned = plan_received(ctx, now, job_ids=[job_id], follow_up=False).get(job_id)
-    if planned is None:  # the scheduler planned it first and will update the job
-        stored = Event.get(Event.job_id == job_id)
-        return Answer(stored.status, stored.answer)
-    if planned.answer.status != 202:
-        return planned.answer
-    answer = _run_fast_path(ctx, planned.grant, job_id, now)
-    with database.atomic():
-        _STORE_ANSWER.run(status=answer.status, answer=answer.body, job_id=job_id)
-    return answer
-
-
-def _run_fast_path(ctx, grant: Grant, job_id: str, now: int) -> Answer:
-    due = [action_id for (action_id,) in _DUE_WORK.rows(grant=grant.id, now=now)]
-    budget = ctx.config.inline_budget
-    started = time.monotonic()
-    run_inline(dataclasses.replace(ctx, proxy=ctx.proxy.limited(budget)), due, now, job_id)
-    # The scheduler may have claimed some of them first: wait for it within the budget.
-    while outbox.in_progress(due) and time.monotonic() - started < budget:
-        time.sleep(0.02)
-    answer = final_answer(grant_by_id(grant.id), now)
+def _apply(request: EnvoyRequest, visit: Visit, now: int) -> Answer:
+    """Plan one event and write what it changes; call inside the event's transaction."""
+    install = save_install(request.install_id, install_changes(request, now, event=True), now)
+    settings = Settings.from_config(install.config or {})
+    if is_employee_event(request.event, visit):
+        kind = "employee"
+        plan = plan_employee(request.event, visit, settings, now, install.timezone)
+    else:
+        kind = "visitor"
+        plan = plan_visitor(request.event, visit, settings, now)
+    if not isinstance(plan, Ignore):
+        plan = _not_ready(install, settings) or plan
+    if isinstance(plan, Ignore):
+        return Answer.message(plan.status, plan.message)
+    if isinstance(plan, Open):
+        before = Grant.get_or_none(install_id=request.install_id, subject=plan.subject)
+        grant = grants.open_window(request.install_id, plan, now, kind)
+        closed = grant.state in (GrantState.ENDED, GrantState.CANCELLED)
+        if before is not None and closed and request.event.endswith("sign_in"):
+            return Answer.message(400, "already signed out; no access was given")
+    else:
+        assert isinstance(plan, Close)
+        grant = grants.close_window(request.install_id, plan, now, kind)
+    outcomes.settle(grant.id, now)  # jobs of earlier events of this grant
+    answer = outcomes.final_answer(grant, now)
     if answer.status == 202:
-        answer = _leave_job_to_due_work(grant, job_id, now)
-    return PENDING if answer.status == 202 else answer
-
-
-def _leave_job_to_due_work(grant: Grant, job_id: str, now: int) -> Answer:
-    """The work run here reported to nobody (this webhook answers for it): what is still due
-    reports to the job when it is done. Checked again in the transaction that hands the job
-    over, so that work completing meanwhile either counts in the answer or finds the job."""
-    with database.atomic():
-        answer = final_answer(grant_by_id(grant.id), now)
-        if answer.status == 202:
-            grants.report_to(grant, job_id, now)
+        outcomes.wait_for(grant, request.job_id, now)
     return answer
+
+
+def _not_ready(install: Install, settings: Settings) -> Ignore | None:
+    if not install.proxy_secret or not settings.proxy_app_key or not settings.proxy_org_id:
+        return Ignore(412, "Proxy access is not set up for this install: run the Proxy Access step")
+    if not settings.proxy_site_id:
+        return Ignore(412, "no Proxy site is selected for this install: run the Site step")
+    return None
+
+
+def _with_employee_email(ctx, request: EnvoyRequest, visit: Visit) -> Visit:
+    """Protect entries may lack an email: ask Envoy's user API for the employee's.
+
+    Asked here, on this webhook's own thread and before its transaction, so that a slow user
+    API delays this answer only. If it fails, nothing is stored and Envoy is asked to deliver
+    again (503), as it does for answers that are not 2xx.
+    """
+    if visit.email or not visit.employee_id or not is_employee_event(request.event, visit):
+        return visit
+    users = EnvoyUserClient.from_meta(
+        ctx.config.envoy_base_url,
+        request.meta,
+        timeout=LOOKUP_TIMEOUT,
+        retry_budget=LOOKUP_RETRY_BUDGET,
+    )
+    if users is None:
+        return visit
+    try:
+        employee = users.get_employee(visit.employee_id)
+    except EnvoyError as error:
+        log.warning("employee %s: email lookup failed: %s", visit.employee_id, error)
+        raise BadRequest(
+            f"the employee's email could not be looked up in Envoy ({error}); deliver again",
+            status=UNAVAILABLE,
+        ) from None
+    return dataclasses.replace(visit, email=usable_email((employee or {}).get("email")))
+
+
+def retry_quarantined(ctx, now: int, limit: int = 50) -> int:
+    """Plan again the quarantined deliveries that are due, each in its own transaction.
+
+    One that fails again is pushed back with backoff; the others go on. Returns how many were
+    planned. Their jobs, answered 202, get the final answer as a job update.
+    """
+    due = list(
+        Event.select()
+        .where(Event.body.is_null(False) & (Event.next_attempt_at <= now))
+        .order_by(Event.next_attempt_at, Event.id)
+        .limit(limit)
+    )
+    planned = 0
+    for stored in due:
+        try:
+            request = EnvoyRequest.from_body(json.loads(stored.body))
+            visit = _with_employee_email(ctx, request, visit_of(request))
+            with database.atomic():
+                answer = _apply_stored(request, visit, now)
+                Event.update(status=answer.status, answer=answer.body, body=None,
+                             last_error=None, next_attempt_at=None).where(
+                    Event.id == stored.id).execute()  # fmt: skip
+            planned += 1
+        except BadRequest as error:
+            _refuse_stored(stored, Answer.message(error.status, str(error)), now)
+        except Exception as error:
+            log.exception("quarantined job %s failed again", stored.job_id)
+            _push_back(stored, error, now)
+    return planned
+
+
+def _apply_stored(request: EnvoyRequest, visit: Visit, now: int) -> Answer:
+    """Plan a stored delivery; its job was answered 202, so a final answer is a job update."""
+    answer = _apply(request, visit, now)
+    if answer.status != 202:
+        outcomes.queue_answer(request.job_id, request.install_id, answer, now)
+    return answer
+
+
+def _refuse_stored(stored: Event, answer: Answer, now: int) -> None:
+    if answer.status == UNAVAILABLE:  # the user API again: try later
+        _push_back(stored, RuntimeError(answer.body.get("message")), now)
+        return
+    with database.atomic():
+        outcomes.queue_answer(stored.job_id, stored.install_id, answer, now)
+        Event.update(status=answer.status, answer=answer.body, body=None,
+                     next_attempt_at=None).where(Event.id == stored.id).execute()  # fmt: skip
+
+
+def _push_back(stored: Event, error: Exception, now: int) -> None:
+    attempts = stored.attempts + 1
+    with database.atomic():
+        Event.update(attempts=attempts, last_error=f"{type(error).__name__}: {error}"[:500],
+                     next_attempt_at=now + _delay(attempts)).where(
+            Event.id == stored.id).execute()  # fmt: skip

@@ -6,13 +6,16 @@ moves them. Ending a grant that was never issued cancels it without any Proxy ca
 """
 
 from daemon import outbox
-from daemon.outcomes import queue_job_update, waiting_jobs
 from daemon.policy import Close, Open
-from db import Action, Grant, grant_by_id
-from db.prepared import NewRows
-
-ISSUE, REVOKE = "issue", "revoke"
-LIVE_STATES = ("pending", "active")
+from db import (
+    LIVE_STATES,
+    Action,
+    ActionKind,
+    ActionOutcome,
+    Grant,
+    GrantState,
+    grant_by_id,
+)
 
 
 def person_key(install_id: str, email: str | None) -> str | None:
@@ -28,42 +31,20 @@ def pending_action(grant: Grant, kind: str) -> Action | None:
     )
 
 
-def _ensure_action(grant: Grant, kind: str, due_at: int, now: int) -> Action:
+def _ensure_action(grant: Grant, kind: str, due_at: int) -> Action:
     """The grant's pending action of this kind, created or moved to `due_at`."""
     action = pending_action(grant, kind)
     if action is None:
-        return outbox.enqueue(
-            kind,
-            grant.install_id,
-            due_at,
-            grant=grant,
-            lock_key=person_key(grant.install_id, grant.email),
-        )
+        key = person_key(grant.install_id, grant.email)
+        return outbox.enqueue(kind, grant.install_id, due_at, grant=grant, lock_key=key)
     if action.due_at != due_at:
         outbox.reschedule(action, due_at)
-        if due_at > now:
-            _release_jobs(action, now)
     return action
 
 
-def _release_jobs(action: Action, now: int) -> None:
-    """Work moved to later no longer keeps Envoy jobs waiting: they are told where the grant
-    stands now (e.g. an invite moved to another day after its early access was due)."""
-    jobs = waiting_jobs(action.payload)
-    if not jobs:
-        return
-    _set_jobs(action, [])
-    grant = grant_by_id(action.grant_id)
-    for job_id in jobs:
-        queue_job_update(job_id, grant, now)
-
-
-_NEW_GRANTS = NewRows(Grant)
-
-
-def _create(install_id: str, plan: Open, kind: str, job_id: str | None, now: int) -> Grant:
+def _create(install_id: str, plan: Open, kind: str, now: int) -> Grant:
     visit = plan.visit
-    grant = _NEW_GRANTS.add(
+    grant = Grant.create(
         install_id=install_id,
         kind=kind,
         subject=plan.subject,
@@ -76,20 +57,12 @@ def _create(install_id: str, plan: Open, kind: str, job_id: str | None, now: int
         group_ids=list(plan.group_ids),
         starts_at=plan.starts_at,
         ends_at=plan.ends_at,
-        job_id=job_id,
         created_at=now,
         updated_at=now,
     )
-    key = person_key(install_id, grant.email)
-    # The job waits for the issue only if it runs now; a later start is answered at once.
-    waiting = {"jobs": [job_id]} if job_id and plan.starts_at <= now else None
-    actions = [dict(kind=ISSUE, install_id=install_id, due_at=plan.starts_at, grant=grant,
-                    lock_key=key, payload=waiting)]  # fmt: skip
+    _ensure_action(grant, ActionKind.ISSUE, plan.starts_at)
     if plan.ends_at is not None:
-        actions.append(
-            dict(kind=REVOKE, install_id=install_id, due_at=plan.ends_at, grant=grant, lock_key=key)
-        )
-    outbox.enqueue_many(actions)
+        _ensure_action(grant, ActionKind.REVOKE, plan.ends_at)
     return grant
 
 
@@ -102,27 +75,15 @@ def _merged_window(grant: Grant, plan: Open) -> tuple[int, int | None]:
     return starts, max(grant.ends_at, plan.ends_at)
 
 
-def open_window(
-    install_id: str,
-    plan: Open,
-    now: int,
-    kind: str = "visitor",
-    *,
-    job_id: str | None = None,
-    known_new: bool = False,
-) -> Grant:
-    """Create or move the grant of `plan.subject`; a closed grant stays closed.
-
-    A grant created here records `job_id`, the Envoy job its due issue answers to.
-    `known_new`: the caller has just found no grant of this subject (saves the lookup).
-    """
-    grant = None if known_new else Grant.get_or_none(install_id=install_id, subject=plan.subject)
+def open_window(install_id: str, plan: Open, now: int, kind: str = "visitor") -> Grant:
+    """Create or move the grant of `plan.subject`; a closed grant stays closed."""
+    grant = Grant.get_or_none(install_id=install_id, subject=plan.subject)
     if grant is None:
-        return _create(install_id, plan, kind, job_id, now)
+        return _create(install_id, plan, kind, now)
     if grant.state not in LIVE_STATES:
         return grant
     starts, ends = _merged_window(grant, plan)
-    if grant.state == "active":
+    if grant.state == GrantState.ACTIVE:
         starts = grant.starts_at
     visit = plan.visit
     changes = {
@@ -135,7 +96,7 @@ def open_window(
         "photo_url": visit.photo_url or grant.photo_url,
         "updated_at": now,
     }
-    if grant.state == "pending" and visit.email:
+    if grant.state == GrantState.PENDING and visit.email:
         changes["email"] = visit.email
     moved = (starts, ends, list(plan.group_ids)) != (
         grant.starts_at,
@@ -144,13 +105,13 @@ def open_window(
     )
     Grant.update(**changes).where(Grant.id == grant.id).execute()
     grant = grant_by_id(grant.id)
-    if grant.state == "pending":
-        _ensure_action(grant, ISSUE, starts, now)
+    if grant.state == GrantState.PENDING:
+        _ensure_action(grant, ActionKind.ISSUE, starts)
     elif moved:
         # Already issued: re-issue now to re-tag and move Proxy's safety net to the new end.
-        _ensure_action(grant, ISSUE, now, now)
+        _ensure_action(grant, ActionKind.ISSUE, now)
     if ends is not None:
-        _ensure_action(grant, REVOKE, max(ends, now), now)
+        _ensure_action(grant, ActionKind.REVOKE, max(ends, now))
     return grant
 
 
@@ -170,19 +131,28 @@ def close_window(install_id: str, plan: Close, now: int, kind: str = "visitor") 
             full_name=visit.full_name,
             starts_at=plan.at,
             ends_at=plan.at,
-            state="cancelled",
+            state=GrantState.CANCELLED,
             created_at=now,
             updated_at=now,
         )
+    end_at(grant, plan.at, now)
+    return grant_by_id(grant.id)
+
+
+def end_at(grant: Grant, at: int, now: int) -> Action | None:
+    """End a live grant at `at` (no later than planned); call in a transaction.
+
+    A grant never issued is cancelled outright. Returns the revoke action, or None when the
+    grant was cancelled or already closed.
+    """
     if grant.state not in LIVE_STATES:
-        return grant
-    ends = plan.at if grant.ends_at is None else min(grant.ends_at, plan.at)
+        return None
     if _cancellable(grant, now):
         cancel(grant, now)
-        return grant_by_id(grant.id)
+        return None
+    ends = at if grant.ends_at is None else min(grant.ends_at, at)
     Grant.update(ends_at=ends, updated_at=now).where(Grant.id == grant.id).execute()
-    _ensure_action(grant, REVOKE, ends, now)
-    return grant_by_id(grant.id)
+    return _ensure_action(grant, ActionKind.REVOKE, ends)
 
 
 def untouched(grant: Grant) -> bool:
@@ -195,83 +165,24 @@ def untouched(grant: Grant) -> bool:
 
 
 def _cancellable(grant: Grant, now: int) -> bool:
-    issue = pending_action(grant, ISSUE)
-    return (
-        grant.state == "pending"
-        and untouched(grant)
-        and (issue is None or not _claimed(issue, now))
-    )
-
-
-def _claimed(action: Action, now: int) -> bool:
-    return action.claimed_until is not None and action.claimed_until >= now
+    issue = pending_action(grant, ActionKind.ISSUE)
+    claimed = issue is not None and issue.claimed_until is not None and issue.claimed_until >= now
+    return grant.state == GrantState.PENDING and untouched(grant) and not claimed
 
 
 def cancel(grant: Grant, now: int) -> None:
     """A grant that was never issued ends with no Proxy call; its actions are dropped."""
-    Grant.update(state="cancelled", ends_at=now, updated_at=now, version=Grant.version + 1).where(
-        Grant.id == grant.id
-    ).execute()
+    Grant.update(
+        state=GrantState.CANCELLED, ends_at=now, updated_at=now, version=Grant.version + 1
+    ).where(Grant.id == grant.id).execute()
     drop_pending(grant, now)
 
 
 def drop_pending(grant: Grant, now: int, kind: str | None = None) -> None:
-    """Mark the grant's pending actions (of `kind`) cancelled; call after closing the grant.
-
-    An Envoy job answered 202 that waited for one of them is told how the grant ended (once:
-    by the action itself if it is the one running).
-    """
+    """Mark the grant's pending actions (of `kind`) cancelled; call after closing the grant."""
     pending = (Action.grant == grant.id) & (Action.done == False)  # noqa: E712
     if kind is not None:
         pending &= Action.kind == kind
-    # An action being run (the revoke that cancels its own grant) reports when it completes.
-    idle = Action.claimed_until.is_null() | (Action.claimed_until < now)
-    waiting = {job for a in Action.select(Action.payload).where(pending & idle) for job in
-               waiting_jobs(a.payload)}  # fmt: skip
-    Action.update(done=True, outcome="cancelled", done_at=now, claimed_until=None).where(
-        pending
-    ).execute()
-    closed = grant_by_id(grant.id)
-    for job_id in sorted(waiting):
-        queue_job_update(job_id, closed, now)
-
-
-def report_to(grant: Grant, job_id: str, now: int) -> None:
-    """Make the grant's due work report to this Envoy job (answered 202) when it is done.
-
-    A job joins those already waiting: a later event for the same visit must not leave an
-    earlier one's job unfinished.
-    """
-    due = (Action.grant == grant.id) & (Action.done == False) & (Action.due_at <= now)  # noqa: E712
-    for action in Action.select(Action.id, Action.payload).where(due):
-        jobs = waiting_jobs(action.payload)
-        if job_id not in jobs:
-            _set_jobs(action, [*jobs, job_id])
-
-
-def forget_jobs(actions: list[Action], told: list[str]) -> None:
-    """These jobs have been told: these actions (the grant's other work, pending or still
-    running after a cancellation) no longer report to them."""
-    for action in actions:
-        jobs = waiting_jobs(action.payload)
-        if set(jobs) & set(told):
-            _set_jobs(action, [job_id for job_id in jobs if job_id not in told])
-
-
-def _set_jobs(action: Action, jobs: list[str]) -> None:
-    Action.update(payload={**action.payload, "jobs": jobs}).where(Action.id == action.id).execute()
-
-
-def end_now(grant: Grant, now: int) -> Action | None:
-    """End a live grant now through the outbox (an admin's revoke); call in a transaction.
-
-    Returns the revoke action to run, or None when the grant was cancelled outright (never
-    issued) or was already closed.
-    """
-    if grant.state not in LIVE_STATES:
-        return None
-    if _cancellable(grant, now):
-        cancel(grant, now)
-        return None
-    Grant.update(ends_at=now, updated_at=now).where(Grant.id == grant.id).execute()
-    return _ensure_action(grant, REVOKE, now, now)
+    Action.update(
+        done=True, outcome=ActionOutcome.CANCELLED, done_at=now, claimed_until=None
+    ).where(pending).execute()

@@ -7,18 +7,14 @@ Proxy has no idempotency keys, so every step first looks at what Proxy already h
 action twice (after a crash between the Proxy call and the commit) converges to one person.
 """
 
-import functools
 import logging
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from daemon import grants
 from daemon.proxy_client import ProxyClient, ProxyNotFound
 from daemon.settings import Settings
-from db import Grant, database, install_by_id
-from db.planner import unindexed
-from db.prepared import Prepared, Slot, columns
+from db import Grant, GrantState, database, install_by_id
 
 log = logging.getLogger("envoy_proxy.issuing")
 
@@ -35,60 +31,22 @@ def _nothing() -> None:
 class Outcome:
     """What an action did, and the write that records it in the grant. The caller runs
     `record` in the transaction that completes the action: the grant's new state and the
-    action's completion commit together, in one transaction (one fsync) rather than two."""
+    action's completion commit together."""
 
     note: str
     record: Callable[[], None] = _nothing
 
 
-def _others_of_person(install_id, email, grant_id, person_id=None, also=None):
-    """The install's other grants with this email (or this Proxy person id), meeting `also`:
-    values, or `Slot`s for a prepared statement.
-
-    One OR term per key, the other conditions unindexed in each: SQLite then finds the person
-    through the email and person-id indexes whatever its statistics say, rather than walking
-    every grant of the install (BENCHMARKS.md F15).
-    """
-    keys = [Grant.email == email]
-    if person_id is not None:
-        keys.append(Grant.proxy_person_id == person_id)
-    rest = (unindexed(Grant.install_id) == install_id) & (Grant.id != grant_id)
-    if also is not None:
-        rest &= also
-    return functools.reduce(operator.or_, (key & rest for key in keys))
-
-
 def _same_person(grant: Grant, also=None):
-    return _others_of_person(
-        grant.install_id, grant.email, grant.id, grant.proxy_person_id or None, also
-    )
+    """The install's other grants with this grant's email or Proxy person id (and `also`).
 
-
-def _person_grants_query(by_person_id: bool) -> Prepared:
-    person_id = Slot("person_id") if by_person_id else None
-    bearing = (unindexed(Grant.state) == "active") | (Grant.safety_net_at > Slot("now"))
-    others = _others_of_person(Slot("install_id"), Slot("email"), Slot("id"), person_id, bearing)
-    return Prepared(lambda: Grant.select().where(others | (Grant.id == Slot("id"))))
-
-
-# The grant and the other grants of its person bearing on the safety net (`_person_grants`),
-# by email alone or by email or Proxy person id.
-_PERSON_GRANTS = {False: _person_grants_query(False), True: _person_grants_query(True)}
-_RECORD_INTENT = Prepared(
-    lambda: Grant.update(columns(Grant.proxy_person_id, Grant.added_group_ids)).where(
-        Grant.id == Slot("id")
-    )
-)
-_MARK_ACTIVE = Prepared(
-    lambda: Grant.update(
-        {
-            **columns(Grant.added_group_ids, Grant.safety_net_at, Grant.updated_at),
-            Grant.state: "active",
-            Grant.last_error: None,
-            Grant.version: Grant.version + 1,
-        }
-    ).where((Grant.id == Slot("id")) & (Grant.version == Slot("version")))
-)
+    The (install, email) and (install, person) indexes serve each side of the OR.
+    """
+    key = Grant.email == grant.email
+    if grant.proxy_person_id:
+        key |= Grant.proxy_person_id == grant.proxy_person_id
+    others = (Grant.install_id == grant.install_id) & key & (Grant.id != grant.id)
+    return others if also is None else others & also
 
 
 def _find_person(client: ProxyClient, grant: Grant) -> dict | None:
@@ -108,7 +66,9 @@ def _record_intent(grant: Grant, person_id: str | None, added: list[str]) -> Non
     if (grant.proxy_person_id, grant.added_group_ids) == (person_id, added):
         return
     with database.atomic():
-        _RECORD_INTENT.run(proxy_person_id=person_id, added_group_ids=added, id=grant.id)
+        Grant.update(proxy_person_id=person_id, added_group_ids=added).where(
+            Grant.id == grant.id
+        ).execute()
     grant.proxy_person_id, grant.added_group_ids = person_id, added
 
 
@@ -164,21 +124,15 @@ def _activate(client: ProxyClient, person_id: str, now: int) -> None:
 
 def _person_grants(grant: Grant, now: int) -> tuple[Grant, list[Grant]]:
     """The grant as stored now, and the other grants of its person that bear on the safety net:
-    the active ones and those with a net still ahead. One query.
+    the active ones and those with a net still ahead.
 
     Stored now: a webhook may have moved the window (or the email) while we called Proxy.
     """
-    rows = _PERSON_GRANTS[bool(grant.proxy_person_id)].all(
-        email=grant.email,
-        person_id=grant.proxy_person_id,
-        install_id=grant.install_id,
-        id=grant.id,
-        now=now,
-    )
-    [fresh] = [g for g in rows if g.id == grant.id]
+    fresh = Grant.get_by_id(grant.id)
     if (fresh.email, fresh.proxy_person_id) != (grant.email, grant.proxy_person_id):
         return _person_grants(fresh, now)  # the person is whom the stored grant names
-    return fresh, [g for g in rows if g.id != grant.id]
+    bearing = (Grant.state == GrantState.ACTIVE) | (Grant.safety_net_at > now)
+    return fresh, list(Grant.select().where(_same_person(fresh, bearing)))
 
 
 def _renew_safety_net(
@@ -229,12 +183,17 @@ def issue(ctx, grant: Grant, now: int) -> Outcome:
     net = _renew_safety_net(client, grant, others, person["id"], now)
 
     def record() -> None:
-        changed = _MARK_ACTIVE.run(
-            added_group_ids=added,
-            safety_net_at=net,
-            updated_at=now,
-            id=grant.id,
-            version=grant.version,
+        changed = (
+            Grant.update(
+                state=GrantState.ACTIVE,
+                added_group_ids=added,
+                safety_net_at=net,
+                last_error=None,
+                updated_at=now,
+                version=Grant.version + 1,
+            )
+            .where((Grant.id == grant.id) & (Grant.version == grant.version))
+            .execute()
         )
         if not changed:
             raise GrantMoved(f"grant {grant.id} changed during issue")
@@ -245,9 +204,12 @@ def issue(ctx, grant: Grant, now: int) -> Outcome:
 def revoke(ctx, grant: Grant, now: int) -> Outcome:
     """Take the grant's access away, or only close the grant if another one still needs it;
     the outcome records the grant ended."""
-    live = (unindexed(Grant.state) == "active") & (Grant.ends_at.is_null() | (Grant.ends_at > now))
+    live = (Grant.state == GrantState.ACTIVE) & (Grant.ends_at.is_null() | (Grant.ends_at > now))
     others = list(Grant.select().where(_same_person(grant, live)))
-    ended = functools.partial(_mark_ended, grant, now)
+
+    def ended() -> None:
+        _mark_ended(grant, now)
+
     if others:
         # Keep the person active; whoever ends last takes away the groups we added.
         heir = max(others, key=lambda g: (g.ends_at is None, g.ends_at or 0))
@@ -255,7 +217,7 @@ def revoke(ctx, grant: Grant, now: int) -> Outcome:
         def bequeath() -> None:
             added = sorted(set(heir.added_group_ids) | set(grant.added_group_ids))
             Grant.update(added_group_ids=added).where(Grant.id == heir.id).execute()
-            ended()
+            _mark_ended(grant, now)
 
         return Outcome(f"access kept for grant {heir.id} of the same person", bequeath)
     install = install_by_id(grant.install_id)
@@ -277,7 +239,7 @@ def revoke(ctx, grant: Grant, now: int) -> Outcome:
 
 def _mark_ended(grant: Grant, now: int) -> None:
     """Close the grant; an issue still waiting for a retry must not re-open access."""
-    Grant.update(state="ended", ends_at=now, updated_at=now, version=Grant.version + 1).where(
-        Grant.id == grant.id
-    ).execute()
+    Grant.update(
+        state=GrantState.ENDED, ends_at=now, updated_at=now, version=Grant.version + 1
+    ).where(Grant.id == grant.id).execute()
     grants.drop_pending(grant, now, kind="issue")

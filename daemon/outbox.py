@@ -3,13 +3,11 @@
 A claim is a lease (`claimed_until`) taken by a conditional update inside an IMMEDIATE
 transaction, so a run that is late, repeated or concurrent never executes an action twice,
 and a claim left behind by a crash expires by itself (or is released at the next start).
+Endings are claimed before anything else that is due.
 """
 
-import random
-
-from db import Action, database, now_epoch
-from db.planner import unindexed
-from db.prepared import NewRows, Prepared, Slot, SlotList, columns
+from daemon.retry import backoff_seconds
+from db import Action, ActionKind, ActionOutcome, database, now_epoch
 
 LEASE_SECONDS = 120
 FLAG_AFTER_ATTEMPTS = 5  # shown as failing on the status page and in metrics
@@ -18,44 +16,20 @@ FLAG_AFTER_ATTEMPTS = 5  # shown as failing on the status page and in metrics
 # outage ended (BENCHMARKS.md, C3). Envoy's job updates can wait longer.
 BACKOFF_CAP_SECONDS = 120
 JOB_UPDATE_BACKOFF_CAP_SECONDS = 900
+MIN_RETRY_SECONDS = 2  # a failure never retries in a tight loop
 
 
-_NEW_ACTIONS = NewRows(Action)
-_COMPLETE = Prepared(
-    lambda: Action.update(
-        {
-            **columns(Action.outcome, Action.done_at, Action.last_error),
-            Action.done: True,
-            Action.claimed_until: None,
-        }
-    ).where(Action.id == Slot("id"))
-)
-
-
-def _row(kind: str, install_id: str, due_at: int, *, grant=None, payload=None, lock_key=None):
-    return {
-        "kind": kind,
-        "install_id": install_id,
-        "grant": grant,
-        "lock_key": lock_key,
-        "payload": payload or {},
-        "due_at": due_at,
-        "next_attempt_at": due_at,
-    }
-
-
-def enqueue(
-    kind: str, install_id: str, due_at: int, *, grant=None, payload=None, lock_key=None
-) -> Action:
+def enqueue(kind: str, install_id: str, due_at: int, *, grant=None, lock_key=None) -> Action:
     """Add an action; call inside the transaction that makes it necessary."""
-    return _NEW_ACTIONS.add(
-        **_row(kind, install_id, due_at, grant=grant, payload=payload, lock_key=lock_key)
+    return Action.create(
+        kind=kind,
+        install_id=install_id,
+        grant=grant,
+        lock_key=lock_key,
+        payload={},
+        due_at=due_at,
+        next_attempt_at=due_at,
     )
-
-
-def enqueue_many(actions: list[dict]) -> None:
-    """Add several actions (each a dict of `enqueue`'s arguments) in one call into SQLite."""
-    _NEW_ACTIONS.add_many(_row(**action) for action in actions)
 
 
 def reschedule(action: Action, due_at: int) -> None:
@@ -65,103 +39,79 @@ def reschedule(action: Action, due_at: int) -> None:
     ).execute()
 
 
-def _claimable(among_ids: bool = False):
-    """Due, unclaimed, and not waiting behind a claimed action with the same lock key.
-
-    `among_ids`: the query names its actions; `done` is unindexed so that SQLite looks them
-    up by id instead of walking `action_pending` through every due action (as it did on a
-    database analysed while still empty).
-    """
-    now = Slot("now")
+def _due(now: int):
+    """Due and unclaimed, and not waiting behind a claimed action of the same person."""
     held_keys = Action.select(Action.lock_key).where(
         (Action.claimed_until >= now) & Action.lock_key.is_null(False)
     )
-    pending = (unindexed(Action.done) == 0) if among_ids else (Action.done == False)  # noqa: E712
     return (
-        pending
+        (Action.done == False)  # noqa: E712
         & (Action.next_attempt_at <= now)
         & (Action.claimed_until.is_null() | (Action.claimed_until < now))
         & (Action.lock_key.is_null() | Action.lock_key.not_in(held_keys))
     )
 
 
-_DUE = Prepared(
-    lambda: (
-        Action.select()
-        .where(_claimable())
-        .order_by(Action.next_attempt_at, Action.id)
-        .limit(Slot("limit"))
-    )
-)
-_DUE_AMONG = Prepared(
-    lambda: (
-        Action.select()
-        .where(_claimable(among_ids=True) & Action.id.in_(SlotList("ids")))
-        .order_by(Action.next_attempt_at, Action.id)
-        .limit(Slot("limit"))
-    )
-)
-_LEASE = Prepared(
-    lambda: Action.update({Action.claimed_until: Slot("until", Action.claimed_until)}).where(
-        Action.id.in_(SlotList("ids"))
-    )
-)
-_RUNNING_AMONG = Prepared(
-    lambda: (
-        Action.select(Action.id)
-        .where(
-            Action.id.in_(SlotList("ids"))
-            & (unindexed(Action.done) == 0)  # by id, as in `_claimable`
-            & Action.claimed_until.is_null(False)
-        )
-        .limit(1)
-    )
-)
+def claim_due(now: int, limit: int) -> list[Action]:
+    """Take a lease on up to `limit` due, unclaimed actions: endings first, then by due time.
 
-
-def claim_due(now: int, limit: int, ids: list[int] | None = None) -> list[Action]:
-    """Take a lease on up to `limit` due, unclaimed actions (or on those of `ids` that are).
-
-    An action whose lock key is held by a claimed action waits; the claimer runs its batch
-    in order, one action at a time.
+    An action whose lock key is held by a claimed action waits; of several due actions of
+    one person, the claimer runs them in order, one at a time.
     """
+    if limit <= 0:
+        return []
     with database.atomic():
-        if ids is None:
-            claimed = _DUE.all(now=now, limit=limit)
-        else:
-            claimed = _DUE_AMONG.all(now=now, limit=limit, ids=ids)
+        ending_first = (Action.kind != ActionKind.REVOKE).asc()
+        claimed = list(
+            Action.select()
+            .where(_due(now))
+            .order_by(ending_first, Action.next_attempt_at, Action.id)
+            .limit(limit)
+        )
         if claimed:
-            _LEASE.run(until=now + LEASE_SECONDS, ids=[a.id for a in claimed])
+            Action.update(claimed_until=now + LEASE_SECONDS).where(
+                Action.id.in_([a.id for a in claimed])
+            ).execute()
     return claimed
 
 
-def in_progress(action_ids: list[int]) -> bool:
-    """Some of these actions are claimed and running (by the scheduler, say) right now."""
-    return bool(_RUNNING_AMONG.rows(ids=action_ids))
+def claim_one(action_id: int, now: int) -> Action | None:
+    """Take a lease on this action if it is due and unclaimed (the admin CLI runs it)."""
+    with database.atomic():
+        action = Action.select().where(_due(now) & (Action.id == action_id)).first()
+        if action is not None:
+            Action.update(claimed_until=now + LEASE_SECONDS).where(
+                Action.id == action_id
+            ).execute()
+    return action
 
 
-def complete(action: Action, now: int, outcome: str = "done", note: str | None = None) -> None:
+def complete(action: Action, now: int, outcome: str = ActionOutcome.DONE) -> None:
     """Mark done; call inside the transaction that records the action's effect."""
-    _COMPLETE.run(outcome=outcome, done_at=now, last_error=note, id=action.id)
-
-
-def backoff_seconds(attempts: int, cap: float = BACKOFF_CAP_SECONDS) -> float:
-    """Exponential backoff with full jitter: 0..min(cap, 5·2^attempts) seconds, at least 2."""
-    return max(2.0, random.uniform(0, min(cap, 5 * 2**attempts)))
+    Action.update(
+        done=True, outcome=outcome, done_at=now, last_error=None, claimed_until=None
+    ).where(Action.id == action.id).execute()
 
 
 def fail(action: Action, now: int, error: str, *, retry_after: float = 0, dead: bool = False):
-    """Record a failed attempt: push the next one back, or give up if `dead`."""
+    """Record a failed attempt: push the next one back, or give up if `dead`. Call inside a
+    transaction."""
     attempts = action.attempts + 1
     changes = {"attempts": attempts, "last_error": error[:500], "claimed_until": None}
     if dead:
-        changes.update(done=True, outcome="dead", done_at=now)
+        changes.update(done=True, outcome=ActionOutcome.DEAD, done_at=now)
     else:
-        cap = JOB_UPDATE_BACKOFF_CAP_SECONDS if action.kind == "job_update" else BACKOFF_CAP_SECONDS
-        delay = max(backoff_seconds(attempts, cap), retry_after)
+        job_update = action.kind == ActionKind.JOB_UPDATE
+        cap = JOB_UPDATE_BACKOFF_CAP_SECONDS if job_update else BACKOFF_CAP_SECONDS
+        delay = max(MIN_RETRY_SECONDS, backoff_seconds(attempts, cap), retry_after)
         changes["next_attempt_at"] = now + int(delay + 0.999)
+    Action.update(**changes).where(Action.id == action.id).execute()
+
+
+def release(action: Action) -> None:
+    """Give back a claim without counting an attempt (the process is stopping)."""
     with database.atomic():
-        Action.update(**changes).where(Action.id == action.id).execute()
+        Action.update(claimed_until=None).where(Action.id == action.id).execute()
 
 
 def retry(action_ids: list[int], now: int) -> int:
@@ -172,14 +122,16 @@ def retry(action_ids: list[int], now: int) -> int:
                 next_attempt_at=now, claimed_until=None, done=False, outcome=None, done_at=None
             )
             .where(
-                Action.id.in_(action_ids) & ((Action.done == False) | (Action.outcome == "dead"))  # noqa: E712
+                Action.id.in_(action_ids)
+                & ((Action.done == False) | (Action.outcome == ActionOutcome.DEAD))  # noqa: E712
             )
             .execute()
         )
 
 
 def release_claims() -> int:
-    """Drop every lease: called at start, when no runner of a previous process can be alive.
+    """Drop every lease: called at start, when no runner of a previous process can be alive
+    (the instance lock says so).
 
     Only the `claimed_until` index is consulted (finished actions never hold a lease): a
     condition on `done` would walk every pending action, 1.5 s at a million.
@@ -190,24 +142,20 @@ def release_claims() -> int:
         )
 
 
-_NEXT_DUE = Prepared(
-    lambda: (
-        Action.select(Action.next_attempt_at)
-        .where(
-            (Action.done == False)  # noqa: E712
-            & (Action.claimed_until.is_null() | (Action.claimed_until < Slot("now")))
-        )
-        .order_by(Action.next_attempt_at)
-        .limit(1)
-    )
-)
-
-
 def next_due(now: int | None = None) -> int | None:
     """The earliest instant at which some pending action not being run must run.
 
-    Actions under a live lease are left out: their runner re-arms the alarm when it is done
-    (counting them made the alarm fire again and again while a slow call was in flight). A
-    lease that expires unrenewed is the sweep's to find. Walks `action_pending` in due order.
+    Actions under a live lease are left out: their runner re-arms the alarm when it is done.
+    A lease that expires unrenewed is the sweep's to find. Walks `action_pending` in due order.
     """
-    return _NEXT_DUE.scalar(now=now_epoch() if now is None else now)
+    now = now_epoch() if now is None else now
+    return (
+        Action.select(Action.next_attempt_at)
+        .where(
+            (Action.done == False)  # noqa: E712
+            & (Action.claimed_until.is_null() | (Action.claimed_until < now))
+        )
+        .order_by(Action.next_attempt_at)
+        .limit(1)
+        .scalar()
+    )

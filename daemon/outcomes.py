@@ -1,10 +1,26 @@
-"""What Envoy's dashboard shows for a grant: the message and attachments of a job outcome."""
+"""Envoy jobs and what they are told: the answer a grant's state gives, and the job updates
+owed to jobs answered 202.
 
-from daemon import outbox
+One home for "which job waits on which work": a `JobWait` row per job answered 202, tied to
+its grant. Every transaction that changes a grant's work ends with `settle(grant)`, which
+tells each waiting job how things stand once the grant has no due work left, and forgets it.
+"""
+
 from daemon.envoy_request import Answer
 from daemon.times import local_clock, local_window
-from db import Grant, Install, install_or_none
+from db import (
+    Action,
+    ActionKind,
+    ActionOutcome,
+    Event,
+    Grant,
+    GrantState,
+    Install,
+    JobWait,
+    install_or_none,
+)
 
+ACCEPTED = Answer.message(202, "accepted; the job is updated when the change is done")
 # How Envoy reads a final answer given later as a job update (ENVOY_PROTOCOL §4); any other
 # final status is a failure.
 JOB_STATUS = {200: "done", 400: "ignored"}
@@ -30,41 +46,78 @@ def grant_attachments(grant: Grant, install: Install | None) -> list[dict]:
 
 
 def grant_message(grant: Grant, now: int) -> str:
-    if grant.state == "active":
+    if grant.state == GrantState.ACTIVE:
         return "Proxy credential active"
-    if grant.state == "ended":
+    if grant.state == GrantState.ENDED:
         return "Proxy access ended"
-    if grant.state == "cancelled":
+    if grant.state == GrantState.CANCELLED:
         return "access cancelled before it started; no credential was issued"
     if grant.starts_at > now:
         return "Proxy access scheduled"
     return "Proxy credential being issued"
 
 
-def waiting_jobs(payload: dict) -> list[str]:
-    """The Envoy jobs, answered 202, that an issue or revoke action will report to."""
-    return list(payload.get("jobs") or [])
+def final_answer(grant: Grant, now: int) -> Answer:
+    """202 while the grant has due work; else what it came to (200, or 412 if refused)."""
+    work = list(
+        Action.select(Action.outcome, Action.done, Action.due_at, Action.last_error).where(
+            Action.grant == grant.id
+        )
+    )
+    attachments = grant_attachments(grant, install_or_none(grant.install_id))
+    if grant.state == GrantState.PENDING:
+        failed = next((a for a in work if a.outcome == ActionOutcome.DEAD), None)
+        if failed is not None:
+            message = f"Proxy refused the credential: {failed.last_error}"
+            return Answer.message(412, message, attachments=attachments)
+    if any(not a.done and a.due_at <= now for a in work):
+        return ACCEPTED
+    return Answer.message(200, grant_message(grant, now), attachments=attachments)
 
 
-def queue_job_update(job_id: str, grant: Grant, now: int, failure: str | None = None) -> None:
-    """Tell Envoy how a job answered 202 ended (call in the transaction that ended it)."""
-    install = install_or_none(grant.install_id)
-    attachments = grant_attachments(grant, install)
-    if failure:
-        _queue(job_id, grant.install_id, now, "failed", "Proxy access failed", failure, attachments)
-    else:
-        _queue(job_id, grant.install_id, now, "done", grant_message(grant, now), None, attachments)
+def wait_for(grant: Grant, job_id: str, now: int) -> None:
+    """This job, answered 202, is told the grant's outcome when its due work is done."""
+    JobWait.insert(job_id=job_id, install_id=grant.install_id, grant=grant.id,
+                   created_at=now).on_conflict_ignore().execute()  # fmt: skip
+
+
+def settle(grant_id: int, now: int) -> None:
+    """Tell the jobs waiting on this grant how it stands, if it has no due work left.
+
+    Call at the end of every transaction that changes the grant or its work: the update is
+    queued in that transaction, the stored answer of the job's delivery becomes the final one
+    (a redelivery gets it), and the wait is gone, so each job is told once.
+    """
+    waits = list(JobWait.select().where(JobWait.grant == grant_id))
+    if not waits:
+        return
+    answer = final_answer(Grant.get_by_id(grant_id), now)
+    if answer.status == 202:
+        return
+    for wait in waits:
+        queue_answer(wait.job_id, wait.install_id, answer, now)
+        Event.update(status=answer.status, answer=answer.body).where(
+            Event.job_id == wait.job_id
+        ).execute()
+    JobWait.delete().where(JobWait.id.in_([w.id for w in waits])).execute()
 
 
 def queue_answer(job_id: str, install_id: str, answer: Answer, now: int) -> None:
     """Give Envoy, as a job update, the final answer to a job answered 202."""
     status = JOB_STATUS.get(answer.status, "failed")
     message = answer.body.get("message")
-    failure = message if status == "failed" else None
-    _queue(job_id, install_id, now, status, message, failure, answer.body.get("attachments"))
-
-
-def _queue(job_id, install_id, now, status, message, failure_reason, attachments) -> None:
-    payload = {"job_id": job_id, "status": status, "message": message,
-               "failure_reason": failure_reason, "attachments": attachments}  # fmt: skip
-    outbox.enqueue("job_update", install_id, now, payload=payload)
+    payload = {
+        "job_id": job_id,
+        "status": status,
+        "message": message,
+        "failure_reason": message if status == "failed" else None,
+        "attachments": answer.body.get("attachments"),
+    }
+    Action.create(
+        kind=ActionKind.JOB_UPDATE,
+        install_id=install_id,
+        payload=payload,
+        due_at=now,
+        next_attempt_at=now,
+        created_at=now,
+    )

@@ -1,29 +1,38 @@
 """The synchronous identity-verification hook: approve (200) or send to manual review (412).
 
-Envoy holds the visitor's sign-in until we answer and gives up after 30 s, so the answer
-always leaves within `ENVOY_PROXY_VERIFY_DEADLINE`. Order: the local watchlist; then, if the
-install requires it, the visitor's credential issued now (the same grant the later
-`entry_sign_in` reuses); otherwise approve. Each decision is recorded with ids only.
+Envoy holds the visitor's sign-in until we answer and lets them in if we take longer than
+30 s, so the hook fails closed: the answer always leaves within `ENVOY_PROXY_VERIFY_DEADLINE`,
+and anything that goes wrong (a locked database, a bug, a slow Proxy) is a 412 with a
+message, never a 500. Order: the local watchlist (a read); then, if the install requires it,
+the visitor's credential issued now by the runner (the same grant the later approved
+`entry_sign_in` reuses); otherwise approve.
+
+The answer and Proxy agree: a credential this hook asked for is kept only with a 200. With a
+412 the grant is ended (revoked if anything reached Proxy, else cancelled) and its subject
+freed, so that the sign-in a reviewer approves later gets a fresh credential.
 """
 
 import dataclasses
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from daemon import grants, outbox, watchlist
+from daemon import grants, outcomes, watchlist
 from daemon.envoy_request import Answer, EnvoyRequest
 from daemon.installs import remember_install
 from daemon.policy import Ignore, plan_sign_in
 from daemon.settings import Settings
 from daemon.visits import Visit
-from daemon.worker import run_inline
-from db import Action, Grant, Verification, database, now_epoch
+from db import Action, ActionKind, Grant, GrantState, Verification, database, now_epoch
 
 log = logging.getLogger("envoy_proxy.verification")
 
 APPROVE = Answer(200, {})
+# Threads that decide; a decision stuck on a locked database finishes in its own time while
+# the hook has already answered 412.
+_DECIDERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="verify")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,96 +47,139 @@ def _review(message: str, reason: str, **extra) -> Decision:
     return Decision(Answer.message(412, message), reason, **extra)
 
 
-def _issue_within(ctx, grant_id: int, budget: float, now: int) -> str | None:
-    """Run the grant's issue action with Proxy calls bounded by `budget`; None if active."""
-    limited = dataclasses.replace(ctx, proxy=ctx.proxy.limited(max(0.5, budget)))
+class _Verdict:
+    """The one answer of a hook call: whichever of the decider and the deadline comes first.
 
-    def attempt() -> str | None:
-        with database.connection_context():
-            due = [
-                a.id
-                for a in Action.select(Action.id).where(
-                    (Action.grant == grant_id)
-                    & (Action.kind == grants.ISSUE)
-                    & (Action.done == False)  # noqa: E712
-                )
-            ]
-            run_inline(limited, due, now)
-            # The scheduler may have claimed it first: wait for it (the caller's timeout
-            # bounds the wait by the deadline).
-            while outbox.in_progress(due):
-                time.sleep(0.02)
-            grant = Grant.get_by_id(grant_id)
-            if grant.state == "active":
-                return None
-            failed = Action.get_or_none(Action.grant == grant_id, Action.kind == grants.ISSUE)
-            return (failed.last_error if failed else None) or "Proxy did not confirm the credential"
+    The decider keeps a credential only if its approval is the answer given; the caller,
+    at the deadline, takes the review answer and the decider then gives the credential back.
+    """
 
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
-    try:
-        return pool.submit(attempt).result(timeout=budget)
-    finally:
-        pool.shutdown(wait=False)
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.final: Decision | None = None
+
+    def offer(self, decision: Decision) -> bool:
+        """Make this the answer if none is yet; True if it is the answer."""
+        with self._lock:
+            if self.final is None:
+                self.final = decision
+            return self.final is decision
 
 
-def _require_credential(ctx, request, visit, settings, deadline: float) -> Decision | None:
+def _issue(ctx, request: EnvoyRequest, visit: Visit, settings: Settings, deadline: float):
+    """Ask the runner for the visitor's credential and wait for it until the deadline.
+
+    Returns (grant id, failure): failure None when the credential is active.
+    """
     now = now_epoch()
     plan = plan_sign_in(visit, settings, now)
     if isinstance(plan, Ignore):
-        if plan.status == 412:
-            return _review(f"Proxy credential could not be issued: {plan.message}", "no email")
-        return None  # flow not mapped, or walk-ins not served: nothing to require
+        return None, (plan.message if plan.status == 412 else None)
     with database.atomic():
         remember_install(request, now)
         grant = grants.open_window(request.install_id, plan, now)
-    if grant.state == "active":
-        return None
-    remaining = deadline - time.monotonic()
-    try:
-        failure = _issue_within(ctx, grant.id, remaining, now)
-    except FutureTimeout:
-        ctx.metrics.verification_deadline_hits.inc()
-        log.warning("verification of entry %s hit the deadline; the outbox goes on", visit.id)
-        return _review(
-            "Proxy credential could not be issued: Proxy did not answer in time",
-            "deadline",
-            deadline_hit=True,
-        )
-    if failure:
-        return _review(f"Proxy credential could not be issued: {failure}", "credential failed")
-    return None
+    if grant.state == GrantState.ACTIVE:
+        return grant.id, None
+    ctx.rearm(now)
+
+    def settled() -> bool:
+        with database.connection_context():
+            return _state(grant.id)[0] != "waiting"
+
+    ctx.runner.watch.wait(settled, deadline)
+    with database.connection_context():
+        state, failure = _state(grant.id)
+    if state == "active":
+        return grant.id, None
+    return grant.id, failure or "Proxy did not answer in time"
 
 
-def _decide(ctx, request: EnvoyRequest, visit: Visit, deadline: float) -> Decision:
-    listed = watchlist.match(visit.email, visit.full_name)
+def _state(grant_id: int) -> tuple[str, str | None]:
+    """`active`, `failed` (with why) or `waiting` for the grant's credential."""
+    grant = Grant.get_by_id(grant_id)
+    if grant.state == GrantState.ACTIVE:
+        return "active", None
+    issue = (
+        Action.select()
+        .where((Action.grant == grant_id) & (Action.kind == ActionKind.ISSUE))
+        .order_by(Action.id.desc())
+        .first()
+    )
+    if grant.state != GrantState.PENDING or issue is None:
+        return "failed", "the credential's window is closed"
+    if issue.done or issue.attempts:
+        return "failed", issue.last_error or "Proxy did not confirm the credential"
+    return "waiting", None
+
+
+def _give_back(ctx, grant_id: int) -> None:
+    """End the credential this hook asked for and free its subject for a later sign-in."""
+    now = now_epoch()
+    with database.connection_context(), database.atomic():
+        grant = Grant.get_by_id(grant_id)
+        grants.end_at(grant, now, now)
+        Grant.update(subject=f"{grant.subject}#review-{grant.id}").where(
+            Grant.id == grant.id
+        ).execute()
+        outcomes.settle(grant.id, now)
+    ctx.rearm(now)
+    log.info("grant %s: given back after manual review was asked", grant_id)
+
+
+def _decide(ctx, request: EnvoyRequest, visit: Visit, deadline: float, verdict: _Verdict):
+    with database.connection_context():
+        listed = watchlist.match(visit.email, visit.full_name)
     if listed is not None:
         return _review(f"On the watchlist: {listed.reason}", "watchlist", entry_id=listed.id)
     settings = Settings.from_config(request.config)
-    if settings.verification_require_credential:
-        decision = _require_credential(ctx, request, visit, settings, deadline)
-        if decision is not None:
-            return decision
-    return Decision(APPROVE, "approved")
+    if not settings.verification_require_credential:
+        return Decision(APPROVE, "approved")
+    if time.monotonic() >= deadline:
+        return _review("could not decide in time", "deadline", deadline_hit=True)
+    grant_id, failure = _issue(ctx, request, visit, settings, deadline)
+    decision = Decision(APPROVE, "approved")
+    if failure is not None:
+        reason = "deadline" if failure == "Proxy did not answer in time" else "credential failed"
+        decision = _review(
+            f"Proxy credential could not be issued: {failure}",
+            reason,
+            deadline_hit=reason == "deadline",
+        )
+    if grant_id is not None and not (verdict.offer(decision) and decision.answer.status == 200):
+        _give_back(ctx, grant_id)
+    return decision
 
 
-def verify_identity(ctx, request: EnvoyRequest) -> Answer:
-    """Answer Envoy's held sign-in within the configured deadline."""
-    started = time.monotonic()
-    visit = Visit.from_payload(request.payload)
-    decision = _decide(ctx, request, visit, started + ctx.config.verify_deadline)
+def _decide_and_record(ctx, request, visit, started, verdict: _Verdict) -> Decision:
+    deadline = started + ctx.config.verify_deadline
+    try:
+        decision = _decide(ctx, request, visit, deadline, verdict)
+    except Exception as error:
+        log.exception("verification of entry %s failed", visit.id)
+        decision = _review(f"the daemon could not decide ({type(error).__name__})", "error")
+    verdict.offer(decision)
+    _record(ctx, request, visit, verdict.final, started)
+    return decision
+
+
+def _record(ctx, request: EnvoyRequest, visit: Visit, decision: Decision, started: float):
+    """Keep the decision (ids only); after the answer is settled, never in its way."""
     elapsed_ms = int((time.monotonic() - started) * 1000)
     verdict = "approved" if decision.answer.status == 200 else "review"
-    with database.atomic():
-        Verification.create(
-            install_id=request.install_id,
-            entry_id=visit.id,
-            decision=verdict,
-            reason=decision.reason,
-            watchlist_entry=decision.entry_id,
-            deadline_hit=decision.deadline_hit,
-            duration_ms=elapsed_ms,
-            decided_at=now_epoch(),
-        )
+    try:
+        with database.connection_context(), database.atomic():
+            Verification.create(
+                install_id=request.install_id,
+                entry_id=visit.id,
+                decision=verdict,
+                reason=decision.reason,
+                watchlist_entry=decision.entry_id,
+                deadline_hit=decision.deadline_hit,
+                duration_ms=elapsed_ms,
+                decided_at=now_epoch(),
+            )
+    except Exception:
+        log.exception("verification of entry %s: the decision could not be recorded", visit.id)
     ctx.metrics.verifications.labels(verdict).inc()
     log.info(
         "verification install=%s entry=%s: %s (%s) in %d ms",
@@ -137,4 +189,19 @@ def verify_identity(ctx, request: EnvoyRequest) -> Answer:
         decision.reason,
         elapsed_ms,
     )
-    return decision.answer
+
+
+def verify_identity(ctx, request: EnvoyRequest) -> Answer:
+    """Answer Envoy's held sign-in within the configured deadline, failing closed."""
+    started = time.monotonic()
+    visit = Visit.from_payload(request.payload)
+    verdict = _Verdict()
+    future = _DECIDERS.submit(_decide_and_record, ctx, request, visit, started, verdict)
+    try:
+        future.result(timeout=ctx.config.verify_deadline + 0.5)
+    except FutureTimeout:
+        log.warning("verification of entry %s hit the deadline", visit.id)
+        verdict.offer(_review("the daemon could not decide in time", "deadline", deadline_hit=True))
+    if verdict.final.deadline_hit:
+        ctx.metrics.verification_deadline_hits.inc()
+    return verdict.final.answer

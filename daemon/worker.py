@@ -1,37 +1,55 @@
-"""`run_due`: claim due outbox actions, carry each out, record the outcome.
+"""Running due work: claim due outbox actions, carry each out, record the outcome.
 
-Called by the scheduler's alarm, by its sweep, once at start-up (catch-up), and inline by a
-webhook for its own fresh actions. Failures are recorded and retried with backoff; an ending
-(revoke) is never given up; an Envoy job update is given up after a day of trying.
+The runner is the only place that calls Proxy and Envoy's job API. `Runner.dispatch` (the
+alarm's and the sweep's call) claims what is due, endings first, as far as it has free
+workers, hands each person's actions to one worker thread and returns at once; a worker that
+finishes while more work is due wakes the alarm again, so no action waits for a slow batch.
+The work is I/O: the calls in flight scale with Proxy's latency, bounded by `workers`.
+
+Failures are recorded and retried with backoff; an ending (revoke) is never given up; an
+Envoy job update is given up after a day of trying. `run_due` runs everything due to the end:
+the start-up catch-up, the admin CLI and the tests use it.
 """
 
-import functools
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from daemon import grants, outbox
+from daemon import grants, outbox, outcomes
 from daemon.envoy_client import EnvoyError
+from daemon.events import retry_quarantined
 from daemon.issuing import GrantMoved, Outcome, issue, revoke
-from daemon.outcomes import queue_job_update, waiting_jobs
-from daemon.planning import plan_received
 from daemon.proxy_access import NotConfigured
 from daemon.proxy_client import ProxyAuthError, ProxyError, ProxyRateLimited, ProxyUnavailable
-from db import Action, Grant, database, grant_by_id, now_epoch
-from db.prepared import Prepared, Slot
+from db import (
+    LIVE_STATES,
+    Action,
+    ActionKind,
+    Event,
+    Grant,
+    GrantState,
+    database,
+    grant_by_id,
+    now_epoch,
+)
 
 log = logging.getLogger("envoy_proxy.worker")
 
-BATCH = 100
-WORKERS = 8  # Proxy calls are I/O: threads overlap their waits
+BATCH = 100  # actions claimed per query
+WORKERS = 32  # Proxy calls in flight at most
 JOB_UPDATE_ATTEMPTS = 20
+
+
+def _cancelling(grant: Grant, now: int):
+    return lambda: grants.cancel(grant, now)
 
 
 def _run_issue(ctx, action: Action, now: int) -> Outcome:
     grant = grant_by_id(action.grant_id)
-    if grant.state not in grants.LIVE_STATES:
+    if grant.state not in LIVE_STATES:
         return Outcome("skipped: grant closed")
-    if grant.ends_at is not None and grant.ends_at <= now and grant.state == "pending":
+    if grant.ends_at is not None and grant.ends_at <= now and grant.state == GrantState.PENDING:
         if not grants.untouched(grant):
             return Outcome("skipped: window over; the revoke takes back what reached Proxy")
         return Outcome("skipped: window over before issue", _cancelling(grant, now))
@@ -40,15 +58,11 @@ def _run_issue(ctx, action: Action, now: int) -> Outcome:
 
 def _run_revoke(ctx, action: Action, now: int) -> Outcome:
     grant = grant_by_id(action.grant_id)
-    if grant.state == "pending" and grants.untouched(grant):
+    if grant.state == GrantState.PENDING and grants.untouched(grant):
         return Outcome("cancelled before issue", _cancelling(grant, now))
-    if grant.state not in grants.LIVE_STATES:
+    if grant.state not in LIVE_STATES:
         return Outcome("skipped: grant already closed")
     return revoke(ctx, grant, now)
-
-
-def _cancelling(grant: Grant, now: int):
-    return functools.partial(grants.cancel, grant, now)
 
 
 def _run_job_update(ctx, action: Action, now: int) -> Outcome:
@@ -65,69 +79,47 @@ def _run_job_update(ctx, action: Action, now: int) -> Outcome:
     return Outcome(f"job {payload['job_id']} {payload['status']}")
 
 
-EXECUTORS = {grants.ISSUE: _run_issue, grants.REVOKE: _run_revoke, "job_update": _run_job_update}
+EXECUTORS = {
+    ActionKind.ISSUE: _run_issue,
+    ActionKind.REVOKE: _run_revoke,
+    ActionKind.JOB_UPDATE: _run_job_update,
+}
 
 
-_WORK_OF_GRANT = Prepared(
-    lambda: Action.select(Action.id, Action.payload).where(Action.grant == Slot("grant"))
-)
+def _settle(action: Action, now: int) -> None:
+    if action.grant_id is not None:
+        outcomes.settle(action.grant_id, now)
 
 
-def _follow_up_jobs(
-    action: Action, now: int, answering: str | None, failure: str | None = None
-) -> None:
-    """Tell every Envoy job answered 202 that waits for this action how it ended; call in the
-    transaction that records the outcome.
-
-    The jobs are read again (one may have joined while the action ran) together with the
-    grant's other work, which then no longer reports to them: each job is told once.
-    `answering`: the job of the webhook running the action, which answers its own job.
-    """
-    if action.grant_id is None:
-        return
-    work = {a.id: a for a in _WORK_OF_GRANT.all(grant=action.grant_id)}
-    jobs = waiting_jobs(work.pop(action.id).payload)
-    if not jobs:
-        return
-    grant = grant_by_id(action.grant_id)
-    for job_id in jobs:
-        if job_id != answering:
-            queue_job_update(job_id, grant, now, failure)
-    grants.forget_jobs(list(work.values()), jobs)
-
-
-def _is_ending(action: Action) -> bool:
-    return action.kind == grants.REVOKE
-
-
-def execute(ctx, action: Action, now: int, *, answering: str | None = None) -> bool:
-    """Run one claimed action; True when it is finished (done or given up).
-
-    `answering`: the Envoy job of a webhook that runs the action and reports the outcome in
-    its own answer, so that job needs no later job update.
-    """
+def execute(ctx, action: Action, now: int) -> bool:
+    """Run one claimed action; True when it is finished (done or given up)."""
     started = time.monotonic()
     try:
         outcome = EXECUTORS[action.kind](ctx, action, now)
         with database.atomic():
             outcome.record()
-            outbox.complete(action, now, note=None)
-            _follow_up_jobs(action, now, answering)
+            outbox.complete(action, now)
+            _settle(action, now)
     except ProxyRateLimited as error:
-        outbox.fail(action, now, str(error), retry_after=error.retry_after)
+        with database.atomic():
+            outbox.fail(action, now, str(error), retry_after=error.retry_after)
     except (ProxyUnavailable, ProxyAuthError, GrantMoved, EnvoyError) as error:
-        outbox.fail(action, now, str(error), dead=_gives_up(action, error))
+        with database.atomic():
+            outbox.fail(action, now, str(error), dead=_gives_up(action))
     except (ProxyError, NotConfigured) as error:
         # A refusal that retrying cannot cure; an ending is still retried (an admin can fix).
-        dead = not _is_ending(action)
-        outbox.fail(action, now, str(error), dead=dead)
-        if dead:
-            with database.atomic():
-                _record_grant_error(action, str(error))
-                _follow_up_jobs(action, now, answering, failure=str(error))
+        dead = action.kind != ActionKind.REVOKE
+        with database.atomic():
+            outbox.fail(action, now, str(error), dead=dead)
+            if dead and action.grant_id is not None:
+                Grant.update(last_error=str(error)[:500]).where(
+                    Grant.id == action.grant_id
+                ).execute()
+                _settle(action, now)
     except Exception as error:  # a bug must not stop the other actions
         log.exception("action %s (%s) crashed", action.id, action.kind)
-        outbox.fail(action, now, f"internal error: {error!r}")
+        with database.atomic():
+            outbox.fail(action, now, f"internal error: {error!r}")
     else:
         log.info(
             "action %s %s grant=%s: %s (%.0f ms, %d s late)",
@@ -144,49 +136,138 @@ def execute(ctx, action: Action, now: int, *, answering: str | None = None) -> b
     return False
 
 
-def _gives_up(action: Action, error: Exception) -> bool:
-    return action.kind == "job_update" and action.attempts + 1 >= JOB_UPDATE_ATTEMPTS
+def _gives_up(action: Action) -> bool:
+    return action.kind == ActionKind.JOB_UPDATE and action.attempts + 1 >= JOB_UPDATE_ATTEMPTS
 
 
-def _record_grant_error(action: Action, error: str) -> None:
-    if action.grant_id is not None:
-        Grant.update(last_error=error[:500]).where(Grant.id == action.grant_id).execute()
+class GrantWatch:
+    """Lets a thread wait for the runner to finish work (the identity hook waits for its
+    credential) without polling the database: `changed()` after every recorded outcome."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+
+    def changed(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait(self, until, deadline: float) -> bool:
+        """Wait until `until()` is true or the monotonic `deadline` passes; its last value."""
+        with self._changed:
+            while not until():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(min(remaining, 1.0))
+        return True
 
 
-def _run_group(ctx, actions: list[Action], moment: int) -> None:
-    """One person's actions, in order, on this thread's own database connection."""
-    with database.connection_context():
-        for action in actions:
-            with ctx.priority.background_step():
-                execute(ctx, action, moment)
+class Runner:
+    """A bounded pool of worker threads fed from the outbox (one per process)."""
 
+    def __init__(self, workers: int = WORKERS):
+        self.workers = workers
+        self.watch = GrantWatch()
+        self._pool: ThreadPoolExecutor | None = None
+        self._busy = 0
+        self._idle = threading.Condition()
+        self.last_error: str | None = None
 
-def run_due(ctx, now: int | None = None, workers: int = WORKERS) -> int | None:
-    """Run every due action; return the next due instant (for the alarm).
+    def _submit(self, ctx, actions: list[Action], now: int | None) -> None:
+        with self._idle:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="runner")
+            self._busy += 1
+        self._pool.submit(self._run_group, ctx, actions, now)
 
-    A claimed batch runs on `workers` threads, grouped by lock key so that one person's
-    actions stay in order on one thread while different people's run side by side.
-    """
-    with (
-        database.connection_context(),
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="outbox") as pool,
-    ):
+    def dispatch(self, ctx, now: int | None = None) -> int:
+        """Claim due work for the free workers and start it; how many actions were claimed."""
+        moment = now_epoch() if now is None else now
+        retry_quarantined(ctx, moment)
+        claimed_total = 0
         while True:
-            moment = now if now is not None else now_epoch()
-            plan_received(ctx, moment)
-            claimed = outbox.claim_due(moment, BATCH)
+            with self._idle:
+                free = self.workers - self._busy
+            room = min(free, BATCH)
+            claimed = outbox.claim_due(moment, room)
             groups: dict[object, list[Action]] = {}
             for action in claimed:
                 groups.setdefault(action.lock_key or ("action", action.id), []).append(action)
-            for future in [pool.submit(_run_group, ctx, g, moment) for g in groups.values()]:
-                future.result()
-            if len(claimed) < BATCH:
-                break
-        return outbox.next_due()
+            for group in groups.values():
+                self._submit(ctx, group, now)
+            claimed_total += len(claimed)
+            if len(claimed) < room or room == 0:
+                return claimed_total
+
+    def _run_group(self, ctx, actions: list[Action], now: int | None) -> None:
+        """One person's actions, in order, on this thread's own database connection."""
+        left = list(actions)
+        try:
+            with database.connection_context():
+                while left:
+                    execute(ctx, left[0], now_epoch() if now is None else now)
+                    left.pop(0)
+                    self.watch.changed()
+        except Exception as error:  # the database itself failed: give the claims back
+            self.last_error = f"{type(error).__name__}: {error}"
+            log.exception("running due work failed; %d actions released", len(left))
+            for action in left:
+                try:
+                    outbox.release(action)
+                except Exception:
+                    log.warning("action %s stays claimed until its lease ends", action.id)
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+            # A worker is free, and work of this person may be waiting behind it: claim more.
+            ctx.rearm(now_epoch())
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until no worker is busy; False if `timeout` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout)
+
+    def shutdown(self, timeout: float = 20.0) -> None:
+        if not self.drain(timeout):
+            log.warning("due work was still running after %.0f s", timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
 
-def run_inline(ctx, action_ids: list[int], now: int, answering: str | None = None) -> None:
-    """Run these due actions now, in the caller's thread, if nobody else has claimed them;
-    `answering`: the Envoy job the caller answers itself (see `execute`)."""
-    for action in outbox.claim_due(now, len(action_ids), ids=action_ids):
-        execute(ctx, action, now, answering=answering)
+def next_due(now: int | None = None) -> int | None:
+    """The next instant something is due: an action, or a quarantined delivery's retry."""
+    action = outbox.next_due(now)
+    delivery = (
+        Event.select(Event.next_attempt_at)
+        .where(Event.body.is_null(False))
+        .order_by(Event.next_attempt_at)
+        .limit(1)
+        .scalar()
+    )
+    due = [at for at in (action, delivery) if at is not None]
+    return min(due) if due else None
+
+
+def dispatch_due(ctx) -> int | None:
+    """The alarm's call: start what is due; the next instant to arm for.
+
+    Work that is due but could not be claimed now (every worker busy, or its person's
+    earlier action still running) is claimed when a worker finishes, which re-arms the alarm:
+    arming for it here would make the alarm spin.
+    """
+    with database.connection_context():
+        now = now_epoch()
+        ctx.runner.dispatch(ctx, None)
+        due = next_due(now)
+        return due if due is None or due > now else None
+
+
+def run_due(ctx, now: int | None = None) -> int | None:
+    """Run everything due at `now` (default: the clock) to the end; the next due instant."""
+    with database.connection_context():
+        while True:
+            ctx.runner.drain()
+            if not ctx.runner.dispatch(ctx, now):
+                ctx.runner.drain()
+                return next_due(now)

@@ -7,14 +7,32 @@ start) so that tests, the CLI and the daemon open whichever file they are given.
 from db.connection import close_database, database, open_database
 from db.lookups import grant_by_id, install_by_id, install_or_none
 from db.migrations import SCHEMA_VERSION, migrate, refresh_statistics, schema_version
-from db.models import Action, Event, Grant, Install, Verification, WatchlistEntry, now_epoch
+from db.models import (
+    LIVE_STATES,
+    Action,
+    ActionKind,
+    ActionOutcome,
+    Event,
+    Grant,
+    GrantState,
+    Install,
+    JobWait,
+    Verification,
+    WatchlistEntry,
+    now_epoch,
+)
 
 __all__ = [
+    "LIVE_STATES",
     "SCHEMA_VERSION",
     "Action",
+    "ActionKind",
+    "ActionOutcome",
     "Event",
     "Grant",
+    "GrantState",
     "Install",
+    "JobWait",
     "Verification",
     "WatchlistEntry",
     "close_database",

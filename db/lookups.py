@@ -1,28 +1,17 @@
-"""The reads every event and every action makes, prepared (`db.prepared`): a grant by id, an
-install by its id."""
+"""The reads every event and every action makes: a grant by id, an install by its id."""
 
 from db.models import Grant, Install
-from db.prepared import Prepared, Slot
-
-_GRANT = Prepared(lambda: Grant.select().where(Grant.id == Slot("id")))
-_INSTALL = Prepared(lambda: Install.select().where(Install.install_id == Slot("id")))
 
 
 def grant_by_id(grant_id: int) -> Grant:
     """The grant as stored now; `Grant.DoesNotExist` if there is none."""
-    grant = _GRANT.first(id=grant_id)
-    if grant is None:
-        raise Grant.DoesNotExist(f"no grant {grant_id}")
-    return grant
+    return Grant.get_by_id(grant_id)
 
 
 def install_or_none(install_id: str) -> Install | None:
-    return _INSTALL.first(id=install_id)
+    return Install.get_or_none(Install.install_id == install_id)
 
 
 def install_by_id(install_id: str) -> Install:
     """The install row; `Install.DoesNotExist` if there is none."""
-    install = install_or_none(install_id)
-    if install is None:
-        raise Install.DoesNotExist(f"no install {install_id}")
-    return install
+    return Install.get(Install.install_id == install_id)

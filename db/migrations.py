@@ -4,13 +4,14 @@ Each step is plain SQL frozen at the time it was written, so that upgrading an o
 exactly the schema a new file gets. Add a step; never edit one that has shipped.
 """
 
+import json
 import logging
 
 from db.connection import database
 
 log = logging.getLogger("envoy_proxy.db")
 
-STEPS: list[tuple[int, str, list[str]]] = [
+STEPS: list[tuple[int, str, list]] = [
     (
         1,
         "installs, inbox, grants, outbox",
@@ -103,6 +104,53 @@ STEPS: list[tuple[int, str, list[str]]] = [
     ),
 ]
 
+
+def _jobs_out_of_payloads() -> None:
+    """Version 5's data step: Envoy jobs kept as JSON lists in `action.payload["jobs"]`
+    become `job_wait` rows (one home for which job waits on which grant)."""
+    rows = database.execute_sql(
+        "SELECT grant_id, install_id, payload FROM action"
+        " WHERE done = 0 AND grant_id IS NOT NULL AND payload LIKE '%\"jobs\"%'"
+    ).fetchall()
+    for grant_id, install_id, payload in rows:
+        for job_id in json.loads(payload).get("jobs") or []:
+            database.execute_sql(
+                "INSERT OR IGNORE INTO job_wait (job_id, install_id, grant_id, created_at)"
+                " VALUES (?, ?, ?, strftime('%s', 'now'))",
+                (job_id, install_id, grant_id),
+            )
+
+
+STEPS.append(
+    (
+        5,
+        "one transaction per event: job waits, quarantined deliveries, person indexes",
+        [
+            """CREATE TABLE job_wait (
+                id INTEGER NOT NULL PRIMARY KEY,
+                job_id VARCHAR(255) NOT NULL, install_id VARCHAR(255) NOT NULL,
+                grant_id INTEGER NOT NULL REFERENCES "grant" (id) ON DELETE CASCADE,
+                created_at INTEGER NOT NULL)""",
+            "CREATE UNIQUE INDEX job_wait_job_id ON job_wait (job_id)",
+            "CREATE INDEX job_wait_grant_id ON job_wait (grant_id)",
+            _jobs_out_of_payloads,
+            # A delivery whose planning failed waits here for its retry, apart from the rest.
+            "ALTER TABLE event ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE event ADD COLUMN next_attempt_at INTEGER",
+            "ALTER TABLE event ADD COLUMN last_error TEXT",
+            # Deliveries stored unplanned by an older version are planned by the retry pass.
+            "UPDATE event SET next_attempt_at = received_at WHERE body IS NOT NULL",
+            "DROP INDEX event_unplanned",
+            "CREATE INDEX event_quarantined ON event (next_attempt_at) WHERE body IS NOT NULL",
+            # A person's grants, found by email or by Proxy person id within one install: the
+            # planner takes these over the install's whole list on any engine, with or without
+            # statistics.
+            'CREATE INDEX grant_install_email ON "grant" (install_id, email)',
+            'CREATE INDEX grant_install_person ON "grant" (install_id, proxy_person_id)',
+        ],
+    )
+)
+
 SCHEMA_VERSION = STEPS[-1][0]
 
 
@@ -133,7 +181,10 @@ def migrate(target: int = SCHEMA_VERSION) -> int:
         if current < version <= target:
             with database.atomic():
                 for sql in statements:
-                    database.execute_sql(sql)
+                    if callable(sql):
+                        sql()
+                    else:
+                        database.execute_sql(sql)
                 database.execute_sql(f"PRAGMA user_version = {version:d}")
             log.info("database migrated to version %d (%s)", version, title)
             current = version

@@ -4,6 +4,7 @@ Aware datetimes in a `DateTimeField` compare as text in SQLite, which orders wro
 offsets; integers do not. Converting to a person's time zone happens at the edges.
 """
 
+import enum
 import json
 import time
 
@@ -32,6 +33,30 @@ class JSONField(TextField):
 
     def python_value(self, value):
         return None if value is None else json.loads(value)
+
+
+class GrantState(enum.StrEnum):
+    """Where a grant stands. Stored as its text, so rows and queries compare with strings."""
+
+    PENDING = "pending"  # not yet issued
+    ACTIVE = "active"  # issued in Proxy
+    ENDED = "ended"  # taken away
+    CANCELLED = "cancelled"  # ended before it was ever issued
+
+
+LIVE_STATES = (GrantState.PENDING, GrantState.ACTIVE)
+
+
+class ActionKind(enum.StrEnum):
+    ISSUE = "issue"
+    REVOKE = "revoke"
+    JOB_UPDATE = "job_update"
+
+
+class ActionOutcome(enum.StrEnum):
+    DONE = "done"
+    CANCELLED = "cancelled"
+    DEAD = "dead"  # given up: shown on the status page, retryable from the CLI
 
 
 class BaseModel(Model):
@@ -63,8 +88,10 @@ class Install(BaseModel):
 class Event(BaseModel):
     """The inbox: every accepted Envoy delivery, unique on its job id, with our answer.
 
-    `body` holds the raw delivery from its acceptance until it is planned (then NULL): what
-    was answered 202 is on disk before the answer, and planning may come later in a batch.
+    A delivery is planned in the transaction that stores it. One whose planning failed for a
+    reason of its own is quarantined: stored with its raw `body`, its `last_error` and when
+    to try again (`next_attempt_at`), answered 202, and retried with backoff apart from the
+    rest. `body` is NULL once the delivery is planned.
     """
 
     job_id = CharField(unique=True)
@@ -75,6 +102,9 @@ class Event(BaseModel):
     status = IntegerField()
     answer = JSONField(default=dict)
     body = TextField(null=True)
+    attempts = IntegerField(default=0)
+    next_attempt_at = IntegerField(null=True)
+    last_error = TextField(null=True)
 
 
 class Grant(BaseModel):
@@ -110,6 +140,15 @@ class Grant(BaseModel):
 
     class Meta:
         indexes = ((("install_id", "subject"), True),)
+
+
+class JobWait(BaseModel):
+    """An Envoy job answered 202 that waits for its grant's due work; told once, then gone."""
+
+    job_id = CharField(unique=True)
+    install_id = CharField()
+    grant = ForeignKeyField(Grant, backref="job_waits", on_delete="CASCADE")
+    created_at = IntegerField(default=now_epoch)
 
 
 class Action(BaseModel):
