@@ -2,7 +2,8 @@
 
 Fernet (from `cryptography`) is authenticated encryption with a versioned token format; writing
 our own with raw primitives would only add ways to get it wrong. The key lives in a file
-created 0600 on first start (or handed in by systemd's LoadCredential).
+created 0600 on first start (or handed in by systemd's LoadCredential); once the database holds
+a secret, a missing key file is a refusal to start, never a new key (daemon/startup.py).
 """
 
 import os
@@ -22,9 +23,15 @@ class SecretBox:
         return "SecretBox(<key hidden>)"
 
     @classmethod
-    def from_key_file(cls, path: str) -> "SecretBox":
-        """Load the key, creating it (0600, atomically) if the file does not exist yet."""
+    def from_key_file(cls, path: str, *, create: bool = True) -> "SecretBox":
+        """Load the key, creating it (0600, atomically) if the file does not exist yet.
+
+        With `create=False` a missing file is an error: a new key could not read the secrets
+        encrypted with the old one, so making one would only hide the loss.
+        """
         if not os.path.exists(path):
+            if not create:
+                raise SecretBoxError(f"key file {path} not found")
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)

@@ -86,8 +86,14 @@ def _create_private_file(path: str) -> None:
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
-def open_database(path: str) -> PooledSqliteDatabase:
-    """Point the shared database at `path`, creating the file 0600 if needed."""
+def open_database(path: str, *, create: bool = True) -> PooledSqliteDatabase:
+    """Point the shared database at `path`, creating the file 0600 if needed and allowed.
+
+    With `create=False` a missing file raises FileNotFoundError: the daemon and the admin
+    commands must not replace a database that went missing with an empty one.
+    """
+    if not create and path != ":memory:" and not os.path.exists(path):
+        raise FileNotFoundError(f"no database at {path}")
     _create_private_file(path)
     close_database()
     database.init(path)

@@ -26,3 +26,10 @@ def test_a_garbled_key_file_is_a_clear_error(tmp_path):
     path.write_text("not a key")
     with pytest.raises(SecretBoxError, match="does not hold a valid key"):
         SecretBox.from_key_file(str(path))
+
+
+def test_a_missing_key_file_is_not_made_when_creating_is_not_allowed(tmp_path):
+    path = tmp_path / "secret.key"
+    with pytest.raises(SecretBoxError, match=f"key file {path} not found"):
+        SecretBox.from_key_file(str(path), create=False)
+    assert not path.exists()

@@ -47,6 +47,8 @@ def test_the_unit_runs_the_console_script_as_a_notify_service_with_a_watchdog():
     assert service["WatchdogSec"] == "60"
     assert service["Restart"] == "on-failure"
     assert service["RestartSec"] == "5"
+    # A refusal at start (exit 2) is not retried in a loop: only the admin can fix it.
+    assert service["RestartPreventExitStatus"] == "2"
     # Waitress drains for up to 5 s, then the scheduler stops: well within the stop timeout.
     assert int(service["TimeoutStopSec"]) >= 15
 
