@@ -117,9 +117,11 @@ def open_state(cfg: config.Config) -> SecretBox:
                     f"the key file (from the backup, or the credential systemd hands in)"
                 )
             db.migrate()
-        if first_start:
-            log.info("first start: created the database %s", cfg.db)
         box = SecretBox.from_key_file(cfg.key_file, create=sealed is None)
+        if first_start:
+            log.info(
+                "first start: created the database %s and the key file %s", cfg.db, cfg.key_file
+            )
         if sealed is not None:
             _check_key(box, cfg, sealed)
         return box

@@ -14,6 +14,7 @@ from peewee import JOIN, SQL, fn
 
 import db
 from daemon import __version__, outbox
+from daemon.masking import Masker
 from daemon.outbox import FLAG_AFTER_ATTEMPTS
 from daemon.times import iso_utc, zone
 from daemon.watchlist import count as watchlist_size
@@ -34,18 +35,6 @@ def moment(epoch: int | None, zone_name: str | None) -> dict | None:
         "iso": iso_utc(int(epoch)),
         "local": local.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-
-
-class _Masker:
-    def __init__(self, secrets):
-        self.secrets = [s for s in secrets if s and len(s) >= 4]
-
-    def __call__(self, text: str | None) -> str | None:
-        if text is None:
-            return None
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
 
 
 def _file_size(path: str) -> int | None:
@@ -192,7 +181,7 @@ def gather(
 
     `scheduler_alive` is None where no scheduler runs in this process (the CLI).
     """
-    mask = _Masker(secrets)
+    mask = Masker(secrets)
     pending = Action.done == False  # noqa: E712 (peewee expression)
     failing = pending & (Action.attempts >= FLAG_AFTER_ATTEMPTS)
     # No index covers `outcome`: one scan, which also counts (see _dead_actions).
