@@ -71,7 +71,7 @@ def urllib3_client() -> None:
             raise requests.ConnectionError(str(error)) from None
         return Response(answer)
 
-    http_session._DirectSession.request = request
+    http_session._NoRedirects.request = request
 
 
 PATCHES = {

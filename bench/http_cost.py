@@ -1,8 +1,10 @@
 """Client-side CPU per HTTP call, for the outbox's choice of client (BENCHMARKS.md §1, 1b).
 
 Each client POSTs a small JSON body to the bare Bottle+Waitress server (its own process, so
-its CPU is not counted) over one keep-alive connection: requests as the daemon's sessions were
-before and are now (`daemon.http_session`), urllib3 directly, and http.client.
+its CPU is not counted) over one keep-alive connection: a default requests Session (which
+reads the environment's proxy and CA settings at every call), the daemon's session
+(`daemon.http_session`: a plain Session, those settings read once), urllib3 directly, and
+http.client.
 
     python -m bench.http_cost [--calls 2000]
 """

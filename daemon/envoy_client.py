@@ -2,22 +2,21 @@
 the user API (flows and employees, with the installer's token).
 
 Both retry 429 and 5xx with exponential backoff and jitter inside a time budget, honour
-`Retry-After`, and never let the client secret or a token reach a log line, an exception or a
-repr.
+`Retry-After` (daemon/retry.py), and never let the client secret or a token reach a log line,
+an exception or a repr.
 """
 
-import email.utils
 import logging
-import random
 import threading
 import time
-from datetime import UTC, datetime
 from urllib.parse import quote
 
 import requests
 
 from daemon import __version__
 from daemon.http_session import session_for
+from daemon.masking import mask
+from daemon.retry import Budget, retry_after_seconds
 
 log = logging.getLogger("envoy_proxy.envoy")
 
@@ -27,9 +26,6 @@ PLUGIN_API = "/api/v2/plugin-services"
 JOB_STATUSES = frozenset({"done", "ignored", "failed", "ongoing"})
 TOKEN_REFRESH_MARGIN = 600.0  # refresh the plugin token when less than 10 minutes remain
 DEFAULT_TOKEN_LIFETIME = 3600  # used if Envoy's token answer has no expires_in
-BACKOFF_BASE = 0.2
-BACKOFF_CAP = 5.0
-_REDACTED = "***"
 
 
 class EnvoyError(Exception):
@@ -44,28 +40,11 @@ def _quoted(value) -> str:
     return quote(str(value), safe="")
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    """Seconds asked by a Retry-After header (delta-seconds or HTTP date), or None."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _backoff(attempt: int, response: requests.Response | None) -> float:
-    """Exponential backoff with jitter; at least what Retry-After asks on a 429."""
-    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.0)
-    if response is not None and response.status_code == 429:
-        delay = max(delay, _retry_after(response) or 0.0)
-    return delay
+def _asked_wait(response: requests.Response | None) -> float:
+    """The seconds a 429 asks us to wait (0 for anything else)."""
+    if response is None or response.status_code != 429:
+        return 0.0
+    return retry_after_seconds(response.headers.get("Retry-After"))
 
 
 def _retryable(status: int) -> bool:
@@ -74,6 +53,8 @@ def _retryable(status: int) -> bool:
 
 def _error_detail(response: requests.Response) -> str:
     """A short human reason from an Envoy error body (JSON:API errors, OAuth or message)."""
+    if response.is_redirect:
+        return f"redirected to {response.headers['Location']}; check the Envoy API URL"
     try:
         body = response.json()
     except ValueError:
@@ -103,12 +84,6 @@ class _EnvoyAPI:
         """Strings that must never appear in an error message."""
         return []
 
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets():
-            if secret:
-                text = text.replace(secret, _REDACTED)
-        return text
-
     def _attempt(self, method: str, path: str, headers: dict, kwargs: dict):
         """One HTTP exchange: (response, None), or (None, failure name) if nothing came back."""
         started = time.monotonic()
@@ -128,28 +103,31 @@ class _EnvoyAPI:
         Returns the last response (maybe an error status); raises EnvoyError only when Envoy
         could not be reached at all.
         """
-        deadline = time.monotonic() + self._retry_budget
+        budget = Budget(self._retry_budget)
         all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
-        attempt = 0
         while True:
             response, failure = self._attempt(method, path, all_headers, kwargs)
             if response is not None and not _retryable(response.status_code):
                 return response
-            delay = _backoff(attempt, response)
-            if time.monotonic() + delay > deadline:
+            delay = budget.pause(_asked_wait(response))
+            if delay is None:
                 if response is None:
                     raise EnvoyError(f"Envoy unreachable for {method} {path}: {failure}")
                 return response
             outcome = failure or response.status_code
             log.warning(
-                "Envoy %s %s -> %s; retry %d in %.2f s", method, path, outcome, attempt + 1, delay
-            )
+                "Envoy %s %s -> %s; retry %d in %.2f s", method, path, outcome, budget.retries,
+                delay,
+            )  # fmt: skip
             time.sleep(delay)
-            attempt += 1
 
     def _check(self, response: requests.Response, method: str, path: str) -> requests.Response:
-        if response.status_code >= 400:
-            detail = self._redact(_error_detail(response))[:200]
+        """The response if it is a success; else an EnvoyError with Envoy's reason, masked.
+
+        A redirect is an error too: it is not followed (daemon/http_session.py), so nothing
+        was done."""
+        if not 200 <= response.status_code < 300:
+            detail = mask(_error_detail(response), self._secrets())[:200]
             raise EnvoyError(
                 f"Envoy answered {response.status_code} to {method} {path}: {detail}",
                 status=response.status_code,

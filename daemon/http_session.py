@@ -3,44 +3,32 @@
 import requests
 from requests.adapters import HTTPAdapter
 
-# Connections kept per host: the outbox's workers in both scheduler threads, the webhooks and
-# the hook may all call at once (requests keeps 10, and discards and reopens the rest).
+# Connections kept per host: the outbox's workers, the webhooks and the identity hook may all
+# call at once (~32); requests keeps 10 by default, and discards and reopens the rest.
 POOL_SIZE = 32
 
 
-class _DirectSession(requests.Session):
-    """A session whose plain calls skip what our clients never use: merging session-level
-    headers, cookies and parameters into each call, and following redirects.
+class _NoRedirects(requests.Session):
+    """A session that returns a redirect instead of following it.
 
-    `Session.request` merges seven settings per call (with requests 2.34 each goes through
-    a runtime-checked Protocol, slow on Python 3.11) and runs hooks and cookie extraction
-    after it: 0.75 ms of CPU per call against 0.60 ms here (BENCHMARKS.md §1). The call is
-    prepared as requests prepares it and sent by the mounted adapter, with the proxies and
-    CA bundle read once. A call with any other option takes the full path.
+    Our calls carry credentials (Proxy's Basic auth, Envoy's bearer token, the client secret
+    in the token request's body). requests keeps the Authorization header on a redirect to the
+    same host and re-sends the body on a 307/308, to wherever the Location points; no API we
+    call redirects, so a redirect is a misconfigured URL and the clients report it as an error.
     """
 
-    def request(self, method, url, params=None, data=None, headers=None, json=None,
-                auth=None, timeout=None, **options):  # fmt: skip
-        if options:
-            return super().request(method, url, params=params, data=data, headers=headers,
-                                   json=json, auth=auth, timeout=timeout, **options)  # fmt: skip
-        prepared = requests.Request(method, url, headers=headers, params=params, data=data,
-                                    json=json, auth=auth or self.auth).prepare()  # fmt: skip
-        response = self.get_adapter(url).send(
-            prepared, timeout=timeout, verify=self.verify, proxies=self.proxies
-        )
-        response.content  # noqa: B018 (read it all, as Session.send does: frees the connection)
-        return response
+    def get_redirect_target(self, resp):
+        return None
 
 
 def session_for(base_url: str) -> requests.Session:
-    """A keep-alive session that reads the environment's proxy and CA bundle settings once.
+    """A keep-alive session for one API whose proxy and CA bundle come from the environment
+    once, at start.
 
-    requests reads them again on every call (0.16-0.2 ms of CPU each, BENCHMARKS.md §1);
-    every call of a client goes to its base URL's host, for which the answer is the same.
-    A change to those variables takes effect at the next start.
+    Reading them once also keeps requests from consulting ~/.netrc, whose credentials would
+    replace the bearer token of a call that has no `auth` of its own.
     """
-    session = _DirectSession()
+    session = _NoRedirects()
     for scheme in ("http://", "https://"):
         session.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE))
     settings = session.merge_environment_settings(base_url, {}, None, None, None)

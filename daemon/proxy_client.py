@@ -8,8 +8,6 @@ Authorization header (not in URLs, logs, errors or reprs).
 import json
 import logging
 import math
-import random
-import threading
 import time
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
@@ -19,8 +17,9 @@ from requests.auth import HTTPBasicAuth
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from daemon import __version__
-from daemon.batching import Batcher
 from daemon.http_session import session_for
+from daemon.masking import mask
+from daemon.retry import Budget, retry_after_seconds
 
 logger = logging.getLogger("envoy_proxy.proxy")
 
@@ -32,15 +31,9 @@ FUTURE_DATE_MARGIN = 5.0  # seconds: a scheduled status is never sent closer to 
 FUTURE_DATE_RETRY = 30.0  # seconds: used once when Proxy's clock says our date is not future
 FUTURE_DATE_ERROR = "has to be a future date"
 MAX_PHOTO_URL = 256  # Proxy accepts photo URLs shorter than this
-BACKOFF_BASE = 0.2
-BACKOFF_CAP = 5.0
-DEFAULT_RETRY_AFTER = 1.0
+DEFAULT_RETRY_AFTER = 1.0  # a 429 without a usable Retry-After
 
 IMPORT_PATH = "/manage/persons/import"
-# An import waits this long for others made meanwhile, to share their POST: the outbox's
-# threads reach their imports a few ms apart, and a Proxy round trip costs more than the wait
-# (BENCHMARKS.md F16).
-IMPORT_GATHER_SECONDS = 0.005
 
 # Retry policies: what may be repeated after a failure Proxy may already have processed
 # (read timeout, dropped connection, 5xx). Unsent requests and 429s are always repeatable.
@@ -72,7 +65,8 @@ class ProxyUnavailable(ProxyError):
 
 
 class ProxyRateLimited(ProxyUnavailable):
-    """Proxy asked us to wait (429) longer than the remaining retry budget."""
+    """Proxy asked us to wait (429) longer than the remaining retry budget; `retry_after`:
+    the seconds it asked for (bounded)."""
 
     def __init__(self, description, *, retry_after, **kwargs):
         self.retry_after = retry_after
@@ -118,8 +112,6 @@ class ProxyClient:
         self._headers = {"User-Agent": f"envoy-proxy/{__version__}", "Accept": "application/json"}
         self._observe = observe
         self._missing_endpoints = set()
-        self._imports: dict[tuple, Batcher] = {}  # per (sendInvite, tags): bodies must match
-        self._imports_lock = threading.Lock()
 
     def __repr__(self):
         return f"ProxyClient(base_url={self.base_url!r}, app_key={self.app_key!r})"
@@ -228,22 +220,17 @@ class ProxyClient:
         body = _import_body(
             name, email, tags, photo, phone, envoy_id, created_by_envoy, send_invite
         )
-        deadline = time.monotonic() + self._retry_budget
-        attempt = 0
-        post = self._post_shared
+        budget = Budget(self._retry_budget)
         while True:
             started = time.monotonic()
             try:
-                return post(body, deadline)
+                return self._post_import(body, budget)
             except ProxyRateLimited:
                 raise  # Proxy did not process it, and the budget is spent
-            except _BatchRefused:
-                pass  # perhaps for another person's item: this one is posted alone
             except ProxyUnavailable as failure:
                 # The person may exist now. Pausing first gives an in-flight POST time to land
                 # before the lookup; without budget left, the caller's next try looks it up.
-                self._pause_or_raise(failure, "POST", IMPORT_PATH, attempt, started, deadline)
-                attempt += 1
+                self._pause_or_raise(failure, "POST", IMPORT_PATH, started, budget)
                 existing = self.find_person_by_email(email)
                 if existing is not None:
                     logger.info(
@@ -253,7 +240,6 @@ class ProxyClient:
                         failure.description,
                     )
                     return existing
-            post = self._post_alone
 
     def add_to_group(self, group_id, person_id) -> None:
         """Put the person in the group (repeating it is harmless)."""
@@ -307,40 +293,13 @@ class ProxyClient:
         path = "/mobile-access/persons/{id}/scheduled-statuses"
         return self._request("POST", path, id=person_id, params=self._scope(), json_body=body)
 
-    def _post_shared(self, body, deadline) -> dict:
-        """The first POST of an import carries the persons other threads import meanwhile
-        (the import takes a list): one HTTP exchange for several persons."""
-        key = (body["sendInvite"], tuple(body["tags"]))
-        with self._imports_lock:
-            batcher = self._imports.get(key)
-            if batcher is None:
-                batcher = Batcher(self._post_batch, gather=IMPORT_GATHER_SECONDS)
-                self._imports[key] = batcher
-        return batcher.submit((body, deadline))
-
-    def _post_batch(self, calls) -> list[dict]:
-        """One POST for the persons of several import bodies that differ only in `items`."""
-        bodies = [body for body, _ in calls]
-        if len(bodies) == 1:
-            return [self._post_alone(*calls[0])]
-        merged = {**bodies[0], "items": [item for body in bodies for item in body["items"]]}
-        try:
-            data = self._post_import(merged, min(deadline for _, deadline in calls))
-        except (ProxyUnavailable, ProxyAuthError):
-            raise  # not about any one person
-        except ProxyError as error:
-            raise _BatchRefused(str(error)) from error
-        return _imported(data, bodies)
-
-    def _post_alone(self, body, deadline) -> dict:
-        [person] = _imported(self._post_import(body, deadline), [body])
-        return person
-
-    def _post_import(self, body, deadline):
-        return self._request(
+    def _post_import(self, body, budget) -> dict:
+        """One person's import POST (repeated only where it surely was not processed)."""
+        data = self._request(
             "POST", IMPORT_PATH, params=self._scope(), json_body=body, policy=CHECKED,
-            deadline=deadline,
+            budget=budget,
         )  # fmt: skip
+        return _imported(data, body["items"][0]["email"])
 
     def _person_page(self, email, page, limit):
         params = {**self._scope(), **_page(page, limit), **_filter(email=email)}
@@ -377,24 +336,18 @@ class ProxyClient:
         params=None,
         json_body=None,
         policy=IDEMPOTENT,
-        deadline=None,
+        budget=None,
         **ids,
     ):
-        """Send one logical call, repeating what the policy allows until the deadline."""
+        """Send one logical call, repeating what the policy allows within the budget."""
         path = template.format(**{key: quote(str(value), safe="") for key, value in ids.items()})
-        deadline = deadline or time.monotonic() + self._retry_budget
-        attempt = 0
+        budget = budget or Budget(self._retry_budget)
         while True:
             started = time.monotonic()
             try:
                 return self._attempt(method, template, path, params, json_body, policy)
             except _Repeatable as repeatable:
-                failure = repeatable.error
-            if isinstance(failure, ProxyRateLimited):
-                self._wait_out(failure, method, template, started, deadline)
-            else:
-                self._pause_or_raise(failure, method, template, attempt, started, deadline)
-                attempt += 1
+                self._pause_or_raise(repeatable.error, method, template, started, budget)
 
     def _attempt(self, method, template, path, params, json_body, policy):
         """One HTTP exchange: the decoded answer; raises _Repeatable or a final ProxyError."""
@@ -419,7 +372,7 @@ class ProxyClient:
                 raise _Repeatable(failure) from exc
             raise failure from exc
         self._record(method, template, response.status_code, started)
-        if response.ok:
+        if 200 <= response.status_code < 300:
             return self._decode(response, call)
         error = self._error(response, call)
         status = response.status_code
@@ -427,24 +380,12 @@ class ProxyClient:
             raise _Repeatable(error)
         raise error
 
-    def _wait_out(self, failure, method, template, started, deadline):
-        """Sleep through a 429's Retry-After if it fits in the budget, else raise."""
-        if time.monotonic() + failure.retry_after > deadline:
-            self._log_give_up(failure, method, template, started)
-            raise failure
-        logger.warning(
-            "Proxy %s %s: HTTP 429 after %.2fs; retrying in %.2fs as asked",
-            method,
-            template,
-            time.monotonic() - started,
-            failure.retry_after,
-        )
-        time.sleep(failure.retry_after)
-
-    def _pause_or_raise(self, failure, method, template, attempt, started, deadline):
-        """Sleep a jittered exponential backoff if it fits in the budget, else raise."""
-        delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
-        if time.monotonic() + delay > deadline:
+    def _pause_or_raise(self, failure, method, template, started, budget):
+        """Sleep the backoff (at least a 429's Retry-After) if it fits in the budget, else
+        raise the failure."""
+        asked = failure.retry_after if isinstance(failure, ProxyRateLimited) else 0.0
+        delay = budget.pause(asked)
+        if delay is None:
             self._log_give_up(failure, method, template, started)
             raise failure
         logger.warning(
@@ -492,18 +433,17 @@ class ProxyClient:
         status = response.status_code
         code, description = _error_details(response)
         kwargs = {"status": status, "code": code, "call": call}
-        description = self._scrub(description)
+        # Proxy's text may echo the secret back.
+        description = mask(description, [self._auth.password])
         if status == 429:
-            return ProxyRateLimited(description, retry_after=_retry_after(response), **kwargs)
+            retry_after = retry_after_seconds(
+                response.headers.get("Retry-After"), default=DEFAULT_RETRY_AFTER
+            )
+            return ProxyRateLimited(description, retry_after=retry_after, **kwargs)
         if status >= 500:
             return ProxyUnavailable(description, **kwargs)
         error_type = {401: ProxyAuthError, 404: ProxyNotFound}.get(status, ProxyError)
         return error_type(description, **kwargs)
-
-    def _scrub(self, text):
-        """Remove the secret from text Proxy sent, in case an error message echoes it."""
-        secret = self._auth.password
-        return text.replace(secret, "***") if secret else text
 
 
 class _Repeatable(Exception):
@@ -512,11 +452,6 @@ class _Repeatable(Exception):
     def __init__(self, error):
         super().__init__(str(error))
         self.error = error
-
-
-class _BatchRefused(Exception):
-    """Proxy refused an import of several persons: each is posted again alone, so that one
-    person's bad field does not fail the others."""
 
 
 def _may_repeat(policy, status):
@@ -560,6 +495,8 @@ def _reason(failure):
 
 def _error_details(response):
     """(code, description) from Proxy's error shapes; code None when the body has neither."""
+    if response.is_redirect:  # not followed (daemon/http_session.py): the URL is wrong
+        return None, f"redirected to {response.headers['Location']}; check the Proxy API URL"
     try:
         body = response.json()
     except ValueError:
@@ -572,13 +509,6 @@ def _error_details(response):
         if isinstance(error, dict):
             return error.get("code"), str(error.get("description") or error.get("code") or "")
     return None, response.reason or f"HTTP {response.status_code}"
-
-
-def _retry_after(response):
-    try:
-        return max(0.0, float(response.headers["Retry-After"]))
-    except (KeyError, ValueError):
-        return DEFAULT_RETRY_AFTER
 
 
 def _page(page, limit):
@@ -625,20 +555,18 @@ def _import_body(name, email, tags, photo, phone, envoy_id, created_by_envoy, se
     return {"sendInvite": bool(send_invite), "items": [item], "tags": list(tags)}
 
 
-def _imported(data, bodies) -> list[dict]:
-    """The persons the import answer lists, one per body sent and in that order; checked against
-    the emails sent (where the answer gives them), since each names a grant's person."""
-    sent = [body["items"][0]["email"].casefold() for body in bodies]
+def _imported(data, email) -> dict:
+    """The one person the import answer lists, checked against the email sent (where the answer
+    gives one): it becomes a grant's person."""
     persons = data.get("items") or []
-    if len(persons) != len(sent) or not all(p.get("id") for p in persons):
+    if len(persons) != 1 or not persons[0].get("id"):
         raise ProxyError(
-            f"the import answer names {len(persons)} persons for {len(sent)} sent",
+            f"the import answer names {len(persons)} persons for 1 sent",
             call=f"POST {IMPORT_PATH}",
         )
-    pairs = zip(persons, sent, strict=True)
-    answered = [(person.get("email") or email).casefold() for person, email in pairs]
-    if answered != sent:
+    [person] = persons
+    if (person.get("email") or email).casefold() != email.casefold():
         raise ProxyError(
-            "the import answer lists other persons than were sent", call=f"POST {IMPORT_PATH}"
+            "the import answer lists another person than was sent", call=f"POST {IMPORT_PATH}"
         )
-    return persons
+    return person

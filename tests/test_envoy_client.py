@@ -1,6 +1,7 @@
 """The Envoy clients against the simulator: token caching, job updates, purpose, user API
 lookups, retries, and secrets kept out of logs, errors and reprs."""
 
+import email.utils
 import logging
 import threading
 import time
@@ -12,6 +13,7 @@ import time_machine
 from daemon import __version__
 from daemon.envoy_client import EnvoyError, EnvoyPluginClient, EnvoyUserClient, _flow
 from sandbox.envoy import USER_TOKEN, route_body
+from tests.scripted import Answer, scripted
 
 JOBS = "/api/v2/plugin-services/jobs"
 
@@ -336,3 +338,39 @@ def test_user_api_429_is_retried(envoy_sim):
     envoy_sim.fail_next(1, 429, path="/api/v3/employees", retry_after=0)
     assert len(_user(envoy_sim).list_employees("loc-1", limit=5)) == 5
     assert _count(envoy_sim, "GET", "/api/v3/employees") == 2
+
+
+# -- answers the simulator never gives --------------------------------------------------------
+
+TOKEN = Answer(200, body={"access_token": "t0k3n-value"})
+
+
+def test_a_redirect_is_an_error_and_is_not_followed():
+    moved = Answer(307, headers={"Location": "http://elsewhere.invalid/jobs"})
+    with scripted({"/api/": moved}, default=TOKEN) as envoy, pytest.raises(EnvoyError) as raised:
+        _plugin(envoy).update_job("job-1", "done")
+    assert raised.value.status == 307
+    assert "redirected to http://elsewhere.invalid/jobs" in str(raised.value)
+    assert [asked.method for asked in envoy.asked] == ["POST", "PATCH"]  # token, then the job
+
+
+def test_a_secret_or_token_echoed_by_envoy_is_masked_in_the_error():
+    echo = {"errors": [{"detail": "client sim-secret with token t0k3n-value may not do this"}]}
+    forbidden = {"/api/": Answer(403, body=echo)}
+    with scripted(forbidden, default=TOKEN) as envoy, pytest.raises(EnvoyError) as raised:
+        _plugin(envoy).register_purpose("install-1")
+    assert str(raised.value).endswith("client *** with token *** may not do this")
+
+
+def test_retry_after_as_an_http_date_is_read():
+    ahead = email.utils.formatdate(time.time() + 2, usegmt=True)  # whole seconds: 1-2 s ahead
+    limited = {"/api/": Answer(429, headers={"Retry-After": ahead})}
+    with scripted(limited, default=TOKEN) as envoy:
+        client = _plugin(envoy, retry_budget=0.5)
+        client.token()
+        started = time.monotonic()
+        with pytest.raises(EnvoyError) as raised:
+            client.update_job("job-1", "done")
+        assert time.monotonic() - started < 0.5  # 1-2 s asked, 0.5 s of budget: no retry
+    assert raised.value.status == 429
+    assert [asked.method for asked in envoy.asked] == ["POST", "PATCH"]

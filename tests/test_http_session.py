@@ -1,12 +1,13 @@
 """The outbound session (daemon/http_session.py): enough kept connections for every thread
-that calls at once."""
+that calls at once, and credentials never carried along a redirect."""
 
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
+
+import pytest
 
 from daemon.http_session import POOL_SIZE, session_for
+from tests.scripted import Answer, scripted
 
 
 def test_concurrent_calls_reuse_kept_connections_instead_of_discarding_them(proxy_sandbox, caplog):
@@ -29,41 +30,19 @@ def test_concurrent_calls_reuse_kept_connections_instead_of_discarding_them(prox
     session.close()
 
 
-class _Redirecting(BaseHTTPRequestHandler):
-    """Answers /moved with a redirect to /target, and records every path it is asked for."""
-
-    seen: ClassVar[list] = []
-
-    def do_GET(self):
-        self.seen.append((self.path, self.headers.get("Authorization")))
-        if self.path == "/moved":
-            self.send_response(302)
-            self.send_header("Location", "/target")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def test_a_plain_call_returns_a_redirect_instead_of_following_it_with_the_credentials():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    session = session_for(url)
-    try:
-        _Redirecting.seen = []
-        answer = session.request("GET", f"{url}/moved", auth=("key", "secret"), timeout=5)
-        assert answer.status_code == 302
-        assert [path for path, _ in _Redirecting.seen] == ["/moved"]
-        assert _Redirecting.seen[0][1].startswith("Basic ")
-
-        _Redirecting.seen = []  # any other option takes requests' full path, which follows
-        assert session.get(f"{url}/moved", timeout=5).status_code == 200
-        assert [path for path, _ in _Redirecting.seen] == ["/moved", "/target"]
-    finally:
-        session.close()
-        server.shutdown()
-        server.server_close()
+@pytest.mark.parametrize("status", [302, 307])
+@pytest.mark.parametrize("options", [{}, {"allow_redirects": True}])
+def test_a_call_returns_a_redirect_instead_of_following_it_with_the_credentials(status, options):
+    moved = {"/moved": Answer(status, headers={"Location": "/target"})}
+    with scripted(moved, default=Answer(200)) as server:
+        session = session_for(server.url)
+        try:
+            answer = session.request(
+                "POST", f"{server.url}/moved", auth=("key", "secret"), json={"secret": "body"},
+                timeout=5, **options,
+            )  # fmt: skip
+        finally:
+            session.close()
+    assert answer.status_code == status
+    assert [(asked.method, asked.path) for asked in server.asked] == [("POST", "/moved")]
+    assert server.asked[0].authorization.startswith("Basic ")

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from daemon.logs import RedactSecrets, setup_logging, stop_logging
+from daemon.logs import setup_logging
 
 
 @pytest.fixture
@@ -13,7 +13,6 @@ def restore_logging():
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
-    stop_logging()
     root.handlers[:] = handlers
     root.setLevel(level)
 
@@ -23,7 +22,6 @@ def _lines(message: str, *args, secrets=(), exc_info=None) -> list[str]:
     stream = io.StringIO()
     setup_logging("DEBUG", secrets=list(secrets), stream=stream)
     logging.getLogger("envoy_proxy").info(message, *args, exc_info=exc_info)
-    stop_logging()  # the writer thread writes what is queued
     return stream.getvalue().splitlines()
 
 
@@ -38,10 +36,27 @@ def test_outside_journald_lines_start_with_a_timestamp(monkeypatch, restore_logg
     assert line[:2] == "20" and line.endswith("INFO envoy_proxy: hello")
 
 
+def test_a_line_is_written_before_the_logging_call_returns(restore_logging):
+    stream = io.StringIO()
+    setup_logging("INFO", stream=stream)
+    for n in range(3):
+        logging.getLogger("envoy_proxy.worker").warning("line %d", n)
+        assert stream.getvalue().count("\n") == n + 1  # no writer thread, no buffer
+
+
 def test_a_secret_that_reaches_a_record_is_redacted(restore_logging):
     [line] = _lines("token %s and %s", "s3cret-value", {"nested": "s3cret-value"},
                     secrets=["s3cret-value", ""])  # fmt: skip
     assert "s3cret-value" not in line and line.count("***") == 2
+
+
+def test_a_secret_in_a_traceback_is_redacted_too(restore_logging):
+    try:
+        raise ValueError("Proxy said: bad secret s3cret-value")
+    except ValueError as error:
+        lines = _lines("action crashed", exc_info=error, secrets=["s3cret-value"])
+    assert lines[-1] == "ValueError: Proxy said: bad secret ***"
+    assert not [line for line in lines if "s3cret-value" in line]
 
 
 def test_a_traceback_reaches_the_log(restore_logging):
@@ -50,10 +65,6 @@ def test_a_traceback_reaches_the_log(restore_logging):
     except ValueError as error:
         lines = _lines("action crashed", exc_info=error)
     assert lines[0].endswith("action crashed") and lines[-1] == "ValueError: boom"
-
-
-def test_short_values_are_not_treated_as_secrets():
-    assert RedactSecrets(["abc", "", "abcd"]).secrets == ["abcd"]
 
 
 def test_urllib3_never_logs_urls_even_at_debug(restore_logging):

@@ -1,5 +1,6 @@
 """The Proxy client against the real Proxy sandbox: every operation, retries, faults, secrecy."""
 
+import email.utils
 import logging
 import socket
 import threading
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from daemon.proxy_client import (
+    DEFAULT_RETRY_AFTER,
     IMPORT_PATH,
     ProxyAuthError,
     ProxyClient,
@@ -18,7 +20,9 @@ from daemon.proxy_client import (
     ProxyUnavailable,
     _imported,
 )
+from daemon.retry import MAX_RETRY_AFTER_SECONDS
 from sandbox.proxy import many_sites
+from tests.scripted import Answer, scripted
 
 KEY = "app-key"
 SECRET = "app-secret"
@@ -239,61 +243,48 @@ def test_import_person_known_absent_still_looks_up_after_an_ambiguous_failure(
     assert sequence(proxy_sandbox) == [("POST", IMPORT, 500), lookup, ("POST", IMPORT, 200)]
 
 
-def import_at_once(client, emails) -> dict:
-    """Import these visitors from one thread each, started together: {email: person or error}."""
-    outcomes, start = {}, threading.Barrier(len(emails))
+def test_a_refused_import_is_an_error_with_proxys_reason_and_is_not_repeated(client, proxy_sandbox):
+    refused = raised(
+        ProxyError, client.import_person, name="X", email="not-an-email", tags=["visitor-lobby"],
+        known_absent=True,
+    )  # fmt: skip
+    assert type(refused) is ProxyError and refused.status == 400
+    assert "email must be an email address" in str(refused)
+    assert len(calls(proxy_sandbox, "POST", IMPORT)) == 1
+
+
+def test_an_import_answer_must_name_the_person_sent():
+    ada = {"id": "p1", "email": "Ada@example.com"}
+    assert _imported({"items": [ada]}, "ada@example.com") == ada
+    assert _imported({"items": [{"id": "p1"}]}, "ada@example.com")  # no email: trusted
+    with pytest.raises(ProxyError, match="names 2 persons for 1"):
+        _imported({"items": [ada, {"id": "p2"}]}, "ada@example.com")
+    with pytest.raises(ProxyError, match="another person than was sent"):
+        _imported({"items": [ada]}, "bob@example.com")
+    with pytest.raises(ProxyError, match=f"POST {IMPORT_PATH}.*names 0 persons for 1"):
+        _imported({}, "ada@example.com")
+
+
+def test_concurrent_imports_post_one_person_each(client, proxy_sandbox):
+    emails = [f"guest{i}@example.com" for i in range(8)]
+    start = threading.Barrier(len(emails))
+    outcomes = {}
 
     def run(email):
         start.wait()
-        try:
-            outcomes[email] = client.import_person(
-                name=email, email=email, tags=["visitor-lobby"], known_absent=True
-            )
-        except ProxyError as error:
-            outcomes[email] = error
+        outcomes[email] = client.import_person(
+            name=email, email=email, tags=["visitor-lobby"], known_absent=True
+        )
 
     threads = [threading.Thread(target=run, args=(email,)) for email in emails]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=10)
-    return outcomes
-
-
-def test_concurrent_imports_share_posts_and_each_gets_its_own_person(client, proxy_sandbox):
-    proxy_sandbox.add_fault(latency_ms=50, path_prefix=IMPORT)  # the others queue meanwhile
-    emails = [f"guest{i}@example.com" for i in range(8)]
-    outcomes = import_at_once(client, emails)
-    for email in emails:
-        [stored] = proxy_sandbox.persons(email)
-        assert outcomes[email]["id"] == stored["id"]
-        assert stored["tags"] == ["visitor-lobby"]
-    assert 1 <= len(calls(proxy_sandbox, "POST", IMPORT)) < len(emails)
-
-
-def test_one_refused_person_does_not_fail_the_others_imported_with_it(client, proxy_sandbox):
-    proxy_sandbox.add_fault(latency_ms=50, path_prefix=IMPORT)
-    good = [f"guest{i}@example.com" for i in range(7)]
-    outcomes = import_at_once(client, ["not-an-email", *good])  # the last one starts first
-    for email in good:
-        [stored] = proxy_sandbox.persons(email)
-        assert outcomes[email]["id"] == stored["id"]
-    refused = outcomes["not-an-email"]
-    assert type(refused) is ProxyError and refused.status == 400
-    assert "email must be an email address" in str(refused)
-
-
-def test_an_import_answer_must_list_the_persons_sent_in_order():
-    bodies = [{"items": [{"email": "a@example.com"}]}, {"items": [{"email": "B@example.com"}]}]
-    a, b = {"id": "p1", "email": "a@example.com"}, {"id": "p2", "email": "b@example.com"}
-    assert _imported({"items": [a, b]}, bodies) == [a, b]
-    assert _imported({"items": [{"id": "p1"}, {"id": "p2"}]}, bodies)  # no emails: order trusted
-    with pytest.raises(ProxyError, match="names 1 persons for 2"):
-        _imported({"items": [a]}, bodies)
-    with pytest.raises(ProxyError, match="other persons than were sent"):
-        _imported({"items": [b, a]}, bodies)
-    with pytest.raises(ProxyError, match=f"POST {IMPORT_PATH}.*names 0 persons for 1"):
-        _imported({}, bodies[:1])
+    for address in emails:
+        [stored] = proxy_sandbox.persons(address)
+        assert outcomes[address]["id"] == stored["id"]
+    assert len(calls(proxy_sandbox, "POST", IMPORT)) == len(emails)
 
 
 def test_group_membership_is_added_and_removed(client, proxy_sandbox):
@@ -401,6 +392,50 @@ def test_a_503_burst_is_retried_logged_and_every_attempt_observed(
     assert [(o[0], o[1], o[2]) for o in observed] == [
         ("GET", "/manage/groups", s) for s in (503, 503, 200)
     ]
+
+
+def _http_date(epoch: float) -> str:
+    return email.utils.formatdate(epoch, usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("header", "least", "most"),
+    [
+        ("7", 7, 7),
+        (lambda: _http_date(time.time() + 120), 110, 120),  # the HTTP-date form
+        (lambda: _http_date(time.time() - 60), 0, 0),
+        (lambda: _http_date(time.time() + 10 * 365 * 86400), MAX_RETRY_AFTER_SECONDS, None),
+        ("inf", DEFAULT_RETRY_AFTER, None),  # not a number of seconds: ignored
+        ("99999999999999999999", MAX_RETRY_AFTER_SECONDS, None),
+        ("soon", DEFAULT_RETRY_AFTER, None),
+    ],
+)
+def test_a_429s_retry_after_is_read_in_both_forms_and_bounded(header, least, most):
+    value = header() if callable(header) else header
+    limited = {"/v1/orgs": Answer(429, headers={"Retry-After": value})}
+    with scripted(limited) as proxy, make_client(proxy.url, retry_budget=0.5) as client:
+        error = raised(ProxyRateLimited, client.list_orgs)
+    assert least <= error.retry_after <= (least if most is None else most)
+
+
+def test_a_redirect_is_an_error_and_is_not_followed():
+    moved = Answer(301, headers={"Location": "http://elsewhere.invalid/v1"})
+    with scripted({}, default=moved) as proxy, make_client(proxy.url) as client:
+        error = raised(ProxyError, client.schedule_status, "person-1", "suspended")
+    assert error.status == 301 and not isinstance(error, ProxyUnavailable)
+    assert "redirected to http://elsewhere.invalid/v1" in str(error)
+    assert len(proxy.asked) == 1
+
+
+def test_a_secret_echoed_by_proxy_is_masked_in_errors_and_logs(caplog):
+    echo = {"data": {"error": {"code": "bad_key", "description": f"{KEY}:{SECRET} is unknown"}}}
+    answers = {"/v1/orgs": Answer(403, body=echo), "/manage/groups": Answer(503, body=echo)}
+    with scripted(answers) as proxy, make_client(proxy.url, retry_budget=0.3) as client:
+        refused = raised(ProxyError, client.list_orgs)
+        unavailable = raised(ProxyUnavailable, client.list_groups)
+    assert str(refused) == f"Proxy GET /v1/orgs answered HTTP 403 bad_key: {KEY}:*** is unknown"
+    assert "***" in unavailable.description
+    # the autouse fixture checks every log line for the secret
 
 
 def test_a_rejected_request_is_not_retried(client, proxy_sandbox):
