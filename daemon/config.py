@@ -110,6 +110,16 @@ OPTIONS: tuple[Option, ...] = (
         maximum=300,
     ),
     Option(
+        "overdue_seconds",
+        "ENVOY_PROXY_OVERDUE_SECONDS",
+        300,
+        "Due work (or an ending that keeps failing) this many seconds late makes /healthz"
+        " answer 503 and stops the systemd watchdog pings.",
+        type=int,
+        minimum=30,
+        maximum=86400,
+    ),
+    Option(
         "trusted_proxy",
         "ENVOY_PROXY_TRUSTED_PROXY",
         "",

@@ -2,14 +2,14 @@
 
 A datagram to `$NOTIFY_SOCKET` (a path, or an abstract socket written `@name`); nothing at all
 when the variable is unset, as when run by hand or in tests. The watchdog pings only while the
-scheduler is healthy, so that a daemon whose alarm thread died is restarted by systemd.
+daemon is healthy (`daemon.health`: due work gets done), so that systemd restarts it when not.
 """
 
 import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 log = logging.getLogger("envoy_proxy.notify")
 
@@ -76,10 +76,13 @@ def watchdog_interval() -> float | None:
 
 
 class Watchdog:
-    """A thread that pings every `interval` seconds while `healthy()` says so; stoppable."""
+    """A thread that pings every `interval` seconds while `problems()` is empty; stoppable.
 
-    def __init__(self, healthy: Callable[[], bool], interval: float):
-        self._healthy = healthy
+    `problems()` gives the reasons the daemon is unhealthy (`Health.problems`).
+    """
+
+    def __init__(self, problems: Callable[[], Sequence[str]], interval: float):
+        self._problems = problems
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sd-watchdog", daemon=True)
@@ -105,24 +108,25 @@ class Watchdog:
 
     def beat(self) -> bool:
         """One tick: ping if healthy; True when a ping was sent."""
-        if self._healthy():
+        problems = self._problems()
+        if not problems:
             if self._withholding:
-                log.info("scheduler healthy again: watchdog pings resume")
+                log.info("healthy again: watchdog pings resume")
                 self._withholding = False
             return watchdog()
         if not self._withholding:
             log.error(
-                "scheduler is not healthy (thread dead or due work not run recently): "
-                "withholding watchdog pings so that systemd restarts the daemon"
+                "unhealthy (%s): withholding watchdog pings so that systemd restarts the daemon",
+                "; ".join(problems),
             )
             self._withholding = True
         return False
 
 
-def start_watchdog(healthy: Callable[[], bool]) -> Watchdog | None:
+def start_watchdog(problems: Callable[[], Sequence[str]]) -> Watchdog | None:
     """Start pinging at half the watchdog timeout (systemd's advice); None without a watchdog."""
     timeout = watchdog_interval()
     if timeout is None:
         return None
     log.info("systemd watchdog: %.0f s; pinging every %.1f s while healthy", timeout, timeout / 2)
-    return Watchdog(healthy, timeout / 2).start()
+    return Watchdog(problems, timeout / 2).start()

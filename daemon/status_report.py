@@ -15,6 +15,7 @@ from peewee import JOIN, SQL, fn
 import db
 from daemon import __version__, outbox
 from daemon.masking import Masker
+from daemon.health import Verdict
 from daemon.outbox import FLAG_AFTER_ATTEMPTS
 from daemon.times import iso_utc, zone
 from daemon.watchlist import count as watchlist_size
@@ -172,14 +173,14 @@ def gather(
     now: int,
     *,
     started_at: float | None = None,
-    scheduler_alive: bool | None = None,
+    health: Verdict | None = None,
     scheduler_next_due: int | None = None,
     secrets=(),
     limit: int = LIST_LIMIT,
 ) -> dict:
     """Every fact of the status page as JSON-ready data; call with a connection open.
 
-    `scheduler_alive` is None where no scheduler runs in this process (the CLI).
+    `health`: the daemon's health check (`daemon.health`), read before this snapshot.
     """
     mask = Masker(secrets)
     pending = Action.done == False  # noqa: E712 (peewee expression)
@@ -270,8 +271,9 @@ def gather(
             "schema_version": schema,
             "schema_expected": db.SCHEMA_VERSION,
         },
+        "health": _health(health, mask, home),
         "scheduler": {
-            "alive": scheduler_alive,
+            "alive": None if health is None else health.scheduler_alive,
             "alarm_at": moment(scheduler_next_due, home),
             "next_due": moment(next_due, home),
         },
@@ -289,6 +291,28 @@ def gather(
         },
         "verifications": [_verification(row, zones, mask) for row in verifications],
         "watchlist": {"size": counts["watchlist"]},
+    }
+
+
+def _health(verdict: Verdict | None, mask, home: str) -> dict | None:
+    """Healthy or not, every reason (with the admin's detail), and the scheduler's runs."""
+    if verdict is None:
+        return None
+    runs = verdict.runs
+    return {
+        "healthy": verdict.healthy,
+        "reasons": [
+            {"code": r.code, "summary": r.summary, "detail": mask(r.detail)}
+            for r in verdict.reasons
+        ],
+        "runs": None
+        if runs is None
+        else {
+            "last_success_at": moment(runs.last_success_at, home),
+            "last_failure_at": moment(runs.last_failure_at, home),
+            "last_error": mask(runs.last_error),
+            "consecutive_failures": runs.consecutive_failures,
+        },
     }
 
 

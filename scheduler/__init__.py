@@ -4,12 +4,16 @@ One `date` job is armed to the earliest due action and re-armed after every comm
 something due sooner; an interval sweep is the safety net. Both call the same `run_due`, which
 claims due rows in the database and returns the next due instant. APScheduler's job store is
 memory only: losing it loses nothing, since the database is rebuilt into one timer at start.
+
+A run that raised is a failure, not a run: the alarm keeps its last success and its last
+failure apart (`Runs`), so that a health check sees work failing and not just a live thread.
 """
 
 import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -19,20 +23,63 @@ log = logging.getLogger("envoy_proxy.scheduler")
 
 _DUE_JOB = "due"
 _SWEEP_JOB = "sweep"
+ERROR_TEXT_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class Runs:
+    """What the runs of due work did lately. Instants are epoch seconds (for people);
+    `finished` is `time.monotonic()` (for "how long since", immune to clock steps)."""
+
+    last_success_at: float | None = None
+    last_failure_at: float | None = None
+    last_error: str | None = None  # the exception's type and text, secrets masked
+    consecutive_failures: int = 0
+    finished: float | None = None
+
+    @property
+    def failing(self) -> bool:
+        """The last run that finished raised."""
+        return self.consecutive_failures > 0
+
+
+@dataclass(frozen=True)
+class AlarmState:
+    """A snapshot for the health check: is the thread there, and when did a run last end."""
+
+    thread_alive: bool
+    started: bool
+    runs: Runs
+    sweep_seconds: int
+    idle_seconds: float | None  # since the last run ended, or since start; None before start
+
+
+def _no_mask(text: str) -> str:
+    return text
 
 
 class Alarm:
-    """Calls `run_due()` when the next action is due; `run_due` returns the next due epoch."""
+    """Calls `run_due()` when the next action is due; `run_due` returns the next due epoch.
 
-    def __init__(self, run_due: Callable[[], int | None], sweep_seconds: int = 30):
+    `mask` removes secrets from the error text a failed run leaves for the health check.
+    """
+
+    def __init__(
+        self,
+        run_due: Callable[[], int | None],
+        sweep_seconds: int = 30,
+        mask: Callable[[str], str] = _no_mask,
+    ):
         self._run_due = run_due
         self._sweep_seconds = sweep_seconds
+        self._mask = mask
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # signalled when no run is under way
         self._running = 0
         self._stopping = False
         self._armed_at: int | None = None
-        self.last_run_at: float | None = None
+        self._started_at: float | None = None  # monotonic
+        self.runs = Runs()
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(max_workers=2)},
@@ -54,6 +101,7 @@ class Alarm:
             self._fire, "interval", days=1, id=_DUE_JOB, max_instances=4, next_run_time=None
         )
         self._scheduler.start()
+        self._started_at = time.monotonic()
         self.rearm(next_due)
 
     def rearm(self, at: int | None) -> None:
@@ -73,6 +121,37 @@ class Alarm:
         self._scheduler.wakeup()
         self.rearm(int(time.time()))
 
+    def run_once(self, work: Callable[[], int | None] | None = None) -> int | None:
+        """Run due work now in this thread and record how it went; the next due epoch, or
+        None when the run failed (the sweep tries again). `work`: another call than the
+        alarm's own, recorded the same way (the start-up catch-up)."""
+        try:
+            next_due = (work or self._run_due)()
+        except Exception as error:
+            # Never let the alarm thread die: the sweep will try again.
+            log.exception("running due work failed; the sweep will retry")
+            self._record(error)
+            return None
+        self._record(None)
+        return next_due
+
+    def _record(self, error: Exception | None) -> None:
+        wall, finished = time.time(), time.monotonic()
+        with self._lock:
+            if error is None:
+                self.runs = replace(
+                    self.runs, last_success_at=wall, consecutive_failures=0, finished=finished
+                )
+                return
+            text = self._mask(f"{type(error).__name__}: {error}")[:ERROR_TEXT_LIMIT]
+            self.runs = replace(
+                self.runs,
+                last_failure_at=wall,
+                last_error=text,
+                consecutive_failures=self.runs.consecutive_failures + 1,
+                finished=finished,
+            )
+
     def _fire(self) -> None:
         with self._lock:
             if self._stopping:
@@ -80,26 +159,30 @@ class Alarm:
             self._armed_at = None
             self._running += 1
         try:
-            next_due = self._run_due()
-        except Exception:
-            # Never let the alarm thread die: the sweep will try again.
-            log.exception("running due work failed; the sweep will retry")
-            next_due = None
+            next_due = self.run_once()
         finally:
             with self._lock:
                 self._running -= 1
                 self._idle.notify_all()
-        self.last_run_at = time.monotonic()
         self.rearm(next_due)
 
-    def healthy(self) -> bool:
-        """True while the scheduler thread lives and due work ran within a few sweeps."""
+    def state(self) -> AlarmState:
+        """Is the scheduler thread alive, and how long since a run (or the start) ended.
+
+        APScheduler's thread can die on an exception while `running` still says True, so
+        the thread itself is asked.
+        """
         thread = getattr(self._scheduler, "_thread", None)
-        if thread is None or not thread.is_alive():
-            return False
-        if self.last_run_at is None:
-            return True
-        return time.monotonic() - self.last_run_at < 3 * self._sweep_seconds
+        with self._lock:
+            runs, started = self.runs, self._started_at
+        since = max(t for t in (runs.finished, started) if t is not None) if started else None
+        return AlarmState(
+            thread_alive=thread is not None and thread.is_alive(),
+            started=started is not None,
+            runs=runs,
+            sweep_seconds=self._sweep_seconds,
+            idle_seconds=None if since is None else time.monotonic() - since,
+        )
 
     def shutdown(self, timeout: float = 20.0) -> None:
         """Stop firing, then wait (up to `timeout`) for a run under way to finish.

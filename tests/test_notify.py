@@ -1,5 +1,5 @@
 """systemd notifications: READY/STOPPING/WATCHDOG reach $NOTIFY_SOCKET (a path or an abstract
-socket), nothing happens without it, and the watchdog pings only while the scheduler is healthy."""
+socket), nothing happens without it, and the watchdog pings only while the daemon is healthy."""
 
 import logging
 import os
@@ -98,7 +98,7 @@ def test_watchdog_interval_from_the_environment(monkeypatch):
 
 def test_watchdog_pings_only_while_healthy_and_stops_when_told(listener, caplog):
     health = {"ok": True}
-    dog = notify.Watchdog(lambda: health["ok"], interval=0.02).start()
+    dog = notify.Watchdog(lambda: [] if health["ok"] else ["the last run failed"], 0.02).start()
     try:
         assert _received(listener) == "WATCHDOG=1"
         assert _received(listener) == "WATCHDOG=1"
@@ -107,6 +107,7 @@ def test_watchdog_pings_only_while_healthy_and_stops_when_told(listener, caplog)
         _drain(listener)  # pings sent before the change was seen
         assert _received(listener, 0.2) is None, "no ping while the scheduler is unhealthy"
         assert "withholding watchdog pings" in caplog.text
+        assert "the last run failed" in caplog.text  # says why
         assert caplog.text.count("withholding watchdog pings") == 1  # said once, not per tick
         health["ok"] = True
         assert _received(listener) == "WATCHDOG=1"
@@ -120,13 +121,13 @@ def test_watchdog_pings_only_while_healthy_and_stops_when_told(listener, caplog)
 def test_a_failing_health_check_is_logged_and_the_loop_goes_on(listener, caplog):
     calls = []
 
-    def healthy():
+    def problems():
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("scheduler state unreadable")
-        return True
+        return []
 
-    dog = notify.Watchdog(healthy, interval=0.02).start()
+    dog = notify.Watchdog(problems, interval=0.02).start()
     try:
         assert _received(listener) == "WATCHDOG=1"
     finally:
@@ -138,7 +139,7 @@ def test_a_failing_health_check_is_logged_and_the_loop_goes_on(listener, caplog)
 
 def test_start_watchdog_pings_at_half_the_timeout(listener, monkeypatch):
     monkeypatch.setenv("WATCHDOG_USEC", "100000")
-    dog = notify.start_watchdog(lambda: True)
+    dog = notify.start_watchdog(lambda: [])
     try:
         assert dog is not None and dog.interval == pytest.approx(0.05)
         assert _received(listener) == "WATCHDOG=1"
@@ -191,3 +192,30 @@ def test_serve_says_ready_pings_and_says_stopping(tmp_path, listener):
             process.kill()
             process.wait()
     assert "STOPPING=1" in _drain(listener)
+
+
+def test_no_ping_while_the_last_run_failed_and_pings_again_after_a_good_run(
+    listener, database, caplog
+):
+    """A live thread whose every run raises (a poison row) used to keep the pings going."""
+    from daemon.health import Health
+    from scheduler import Alarm
+
+    failing = {"now": True}
+
+    def work():
+        if failing["now"]:
+            raise RuntimeError("poison")
+        return None
+
+    alarm, health = Alarm(work), Health()
+    health.watch(alarm.state)
+    dog = notify.Watchdog(health.problems, interval=3600)  # beats by hand, no thread
+    assert dog.beat() and _received(listener) == "WATCHDOG=1"
+    alarm._fire()
+    assert not dog.beat()
+    assert _received(listener, 0.2) is None, "no ping while the last run failed"
+    assert "the last run of due work failed (1 in a row)" in caplog.text
+    failing["now"] = False
+    alarm._fire()
+    assert dog.beat() and _received(listener) == "WATCHDOG=1"

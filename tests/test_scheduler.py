@@ -76,7 +76,54 @@ def test_a_failing_run_is_logged_and_the_next_due_is_armed(alarm_factory, caplog
     while "running due work failed" not in caplog.text:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    assert alarm.healthy()
+    assert alarm.state().thread_alive
+
+
+def test_a_run_that_raised_is_a_failure_not_a_run():
+    """Counted as a run, a failing run kept a poisoned daemon looking healthy."""
+    outcomes = [RuntimeError("token sk-123456 refused"), RuntimeError("again"), None]
+
+    def work():
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    alarm = Alarm(work, mask=lambda text: text.replace("sk-123456", "***"))
+    alarm._fire()
+    runs = alarm.runs
+    assert runs.failing and runs.consecutive_failures == 1
+    assert runs.last_success_at is None and runs.last_failure_at is not None
+    assert runs.last_error == "RuntimeError: token *** refused"
+    alarm._fire()
+    assert alarm.runs.consecutive_failures == 2 and alarm.runs.last_error == "RuntimeError: again"
+    alarm._fire()
+    runs = alarm.runs
+    assert not runs.failing and runs.consecutive_failures == 0
+    assert runs.last_success_at >= runs.last_failure_at
+    assert runs.last_error == "RuntimeError: again"  # the last failure stays on record
+
+
+def test_the_catch_up_is_recorded_like_any_run_and_never_raises():
+    def catch_up():
+        raise UnicodeEncodeError("utf-8", "Acme \ud800", 5, 6, "surrogates not allowed")
+
+    alarm = Alarm(lambda: None)
+    assert alarm.run_once(catch_up) is None  # serving goes on; the sweep retries
+    assert alarm.runs.failing and alarm.runs.last_error.startswith("UnicodeEncodeError")
+    assert alarm.run_once(lambda: 42) == 42
+    assert not alarm.runs.failing
+
+
+def test_idle_time_counts_from_the_start_then_from_each_run(alarm_factory):
+    alarm = alarm_factory(FakeWork())
+    assert alarm.state().idle_seconds is None  # not started: nothing to be late for
+    alarm.start(next_due=None)
+    assert 0 <= alarm.state().idle_seconds < 5
+    alarm._started_at -= 1000  # long ago, and no run since
+    assert alarm.state().idle_seconds >= 1000
+    alarm.run_once()
+    assert alarm.state().idle_seconds < 5
 
 
 def test_the_next_due_instant_returned_by_run_due_is_armed(alarm_factory):
@@ -91,13 +138,13 @@ def test_the_next_due_instant_returned_by_run_due_is_armed(alarm_factory):
         time.sleep(0.01)
 
 
-def test_health_follows_the_scheduler_thread(alarm_factory):
+def test_the_state_follows_the_scheduler_thread(alarm_factory):
     alarm = alarm_factory(FakeWork())
-    assert not alarm.healthy()  # not started
+    assert not alarm.state().thread_alive and not alarm.state().started
     alarm.start(next_due=None)
-    assert alarm.healthy()
+    assert alarm.state().thread_alive
     alarm.shutdown()
-    assert not alarm.healthy()
+    assert not alarm.state().thread_alive
 
 
 def test_shutdown_while_a_run_finishes_does_not_deadlock(alarm_factory):
@@ -136,4 +183,4 @@ def test_rapid_rearming_as_runs_finish_loses_no_wakeup_and_keeps_the_thread(alar
     alarm = alarm_factory(work)
     alarm.start(next_due=int(time.time()) - 1)
     assert done.wait(20), f"stalled after {len(calls)} runs"
-    assert alarm.healthy()
+    assert alarm.state().thread_alive and not alarm.runs.failing

@@ -109,7 +109,8 @@ def test_healthz_is_503_when_the_database_does_not_answer(daemon, monkeypatch):
     monkeypatch.setattr(db, "schema_version", broken)
     answer = requests.get(daemon.url + "/healthz", timeout=5)
     assert answer.status_code == 503
-    assert answer.json()["status"] == "error"
+    assert answer.json()["status"] == "unhealthy"
+    assert answer.json()["reasons"] == ["the database cannot be read (RuntimeError)"]
 
 
 def test_a_crash_inside_a_handler_is_a_json_500_without_details(daemon, monkeypatch):

@@ -102,11 +102,12 @@ def install(app: Bottle, ctx: Context) -> None:
         return None
 
     def facts() -> dict:
+        health = ctx.health.check()  # before the report's read transaction: it probes a write
         with db.database.connection_context():
             return gather(
                 db.now_epoch(),
                 started_at=ctx.started_at,
-                scheduler_alive=ctx.scheduler_healthy(),
+                health=health,
                 scheduler_next_due=ctx.scheduler_next_due(),
                 secrets=ctx.config.secrets(),
             )

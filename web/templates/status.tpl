@@ -27,11 +27,28 @@ dl.facts dd { margin: 0; }
 .muted, .note { color: #666; }
 .error { color: #b00020; white-space: pre-wrap; word-break: break-word; }
 code { font-size: .95em; }
+.unhealthy { border: 2px solid #b00020; background: #fdecee; color: #b00020; padding: .4em 1em; margin: 1em 0; }
+.unhealthy h2 { border: 0; margin: .3em 0; }
 </style>
 </head>
 <body>
 <h1>envoy-proxy status</h1>
 <p class="muted">Version {{facts['version']}} · as of {{when(facts['now'])}} · times in each install's zone (daemon-wide times in {{facts['zone']}})</p>
+% health = facts['health']
+% if health is not None and not health['healthy']:
+<section class="unhealthy" id="unhealthy">
+<h2>UNHEALTHY: due work is not getting done</h2>
+<ul>
+%   for reason in health['reasons']:
+<li><strong>{{reason['summary']}}</strong>
+%     if reason['detail']:
+<br><span class="error">{{reason['detail']}}</span>
+%     end
+</li>
+%   end
+</ul>
+</section>
+% end
 
 <h2>Health</h2>
 <dl class="facts">
@@ -46,6 +63,11 @@ code { font-size: .95em; }
 <span class="bad">NOT RUNNING — due work is not being done; restart the daemon</span>
 % end
 </dd>
+% runs = health['runs'] if health is not None else None
+% if runs is not None:
+<dt>Last successful run</dt><dd>{{when(runs['last_success_at'])}}</dd>
+<dt>Last failed run</dt><dd class="{{'bad' if runs['consecutive_failures'] else ''}}">{{when(runs['last_failure_at'])}}{{' (%d in a row)' % runs['consecutive_failures'] if runs['consecutive_failures'] else ''}}</dd>
+% end
 <dt>Alarm set for</dt><dd>{{when(facts['scheduler']['alarm_at'])}}</dd>
 <dt>Next due work</dt><dd>{{when(facts['scheduler']['next_due'])}}</dd>
 <dt>Started</dt><dd>{{when(facts['started_at'])}} (up {{duration(facts['uptime_seconds'])}})</dd>

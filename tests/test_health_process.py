@@ -1,0 +1,83 @@
+"""The real daemon whose start-up catch-up raises: it serves, says 503 and why, and does not
+exit (it used to exit 1 into a systemd restart loop); once the cause is gone it is healthy."""
+
+import signal
+import sqlite3
+import time
+
+import requests
+
+import db
+from sandbox.envoy import EnvoySimulator, entry_event
+from tests.fixtures.daemon import SITE_CONFIG
+from tests.fixtures.daemon_process import CLIENT_SECRET, prepare_install
+
+
+def _poison(path) -> int:
+    """A due action whose payload is not JSON: claiming it raises, so every run fails."""
+    now = int(time.time())
+    with sqlite3.connect(path) as connection:
+        return connection.execute(
+            "INSERT INTO action (install_id, kind, payload, due_at, next_attempt_at, attempts,"
+            " done, created_at) VALUES ('install-1', 'job_update', '{not json', ?, ?, 0, 0, ?)",
+            (now - 60, now - 60, now),
+        ).lastrowid
+
+
+def _healthz_until(daemon, status: int, timeout: float = 15) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert daemon.process.poll() is None, f"the daemon exited: {daemon.log()}"
+        answer = requests.get(daemon.url + "/healthz", timeout=5)
+        if answer.status_code == status or time.monotonic() > deadline:
+            assert answer.status_code == status, answer.text
+            return answer.json()
+        time.sleep(0.1)
+
+
+def test_a_daemon_whose_catch_up_fails_serves_unhealthy_and_recovers(
+    start_daemon, tmp_path, proxy_sandbox
+):
+    state = tmp_path / "state"
+    prepare_install(state)
+    path = state / "daemon.sqlite3"
+    poison = _poison(path)
+    daemon = start_daemon(
+        PROXY_API_URL=proxy_sandbox.url,
+        ENVOY_PROXY_SWEEP_SECONDS="1",
+        ENVOY_PROXY_INLINE_BUDGET="0",
+    )
+    daemon.wait_healthy()
+    body = _healthz_until(daemon, 503)
+    assert body["status"] == "unhealthy"
+    assert "the last run of due work failed" in body["reasons"][0]
+    assert "running due work failed" in daemon.log()
+    # Webhooks are still taken: the delivery is stored.
+    event = entry_event(
+        entry_id="e-1",
+        full_name="Ada",
+        email="ada@example.com",
+        flow_id="flow-visitor",
+        signed_in_at=time.time(),
+        config=SITE_CONFIG,
+    )
+    answer = EnvoySimulator(client_secret=CLIENT_SECRET).post(daemon.url, "/envoy/events", event)
+    assert answer.status_code < 300, answer.text
+    db.open_database(str(path))
+    try:
+        with db.database.connection_context():
+            assert db.Event.select().where(db.Event.event == "entry_sign_in").count() == 1
+    finally:
+        db.close_database()
+    # Sweeps later (one a second): still failing, still serving.
+    deadline = time.monotonic() + 15
+    while daemon.log().count("running due work failed") < 3:
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.1)
+    assert _healthz_until(daemon, 503)["reasons"][0].startswith("the last run of due work failed")
+    # The admin removes the cause; the next sweep succeeds and the daemon says so.
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE action SET payload = '{}', done = 1 WHERE id = ?", (poison,))
+    assert _healthz_until(daemon, 200)["status"] == "ok"
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=15) == 0
