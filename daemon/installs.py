@@ -2,7 +2,6 @@
 
 from daemon.envoy_request import EnvoyRequest
 from db import Install, install_by_id
-from db.prepared import Prepared, Slot, columns
 
 
 def install_changes(request: EnvoyRequest, now: int, *, event: bool = False) -> dict:
@@ -34,34 +33,14 @@ def remember_install(request: EnvoyRequest, now: int, *, event: bool = False) ->
     return save_install(request.install_id, install_changes(request, now, event=event), now)
 
 
-def _upsert(changed_columns: tuple[str, ...]) -> Prepared:
-    """The upsert that sets these columns, prepared once per set of columns (few occur)."""
-    statement = _UPSERTS.get(changed_columns)
-    if statement is None:
-        changed = columns(*(getattr(Install, name) for name in changed_columns))
-        created = {
-            Install.install_id: Slot("install_id"),
-            Install.created_at: Slot("created_at", Install.created_at),
-            Install.config: Slot("new_config", Install.config),
-        }
-        statement = _UPSERTS[changed_columns] = Prepared(
-            lambda: Install.insert({**created, **changed}).on_conflict(
-                conflict_target=[Install.install_id], update=changed
-            )
-        )
-    return statement
-
-
-_UPSERTS: dict[tuple[str, ...], Prepared] = {}
-
-
 def save_install(install_id: str, changes: dict, now: int) -> Install:
     """Upsert the install row with `changes` (one statement) and read it back.
 
     `changes` names `updated_at` (as `install_changes` does): a new row gets every column
     that has a default from here.
     """
-    _upsert(tuple(sorted(changes))).run(
-        install_id=install_id, created_at=now, new_config=changes.get("config", {}), **changes
-    )
+    Install.insert(install_id=install_id, created_at=now, **{"config": {}, **changes}).on_conflict(
+        conflict_target=[Install.install_id],
+        update={getattr(Install, name): value for name, value in changes.items()},
+    ).execute()
     return install_by_id(install_id)

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from daemon import __version__
+from daemon.settings import MINUTE_BOUNDS
 
 EVENTS_PATH = "/envoy/events"
 HOOK_PATH = "/envoy/hooks/identity-verification"
@@ -163,8 +164,8 @@ STEPS: dict[str, Step] = {
                     "select",
                     options="protect-durations",
                     default=480,
-                    minimum=30,
-                    maximum=720,
+                    minimum=MINUTE_BOUNDS["protect_access_duration_minutes"][0],
+                    maximum=MINUTE_BOUNDS["protect_access_duration_minutes"][1],
                 ),
                 Field(
                     "protect_access_hours",
@@ -204,8 +205,8 @@ STEPS: dict[str, Step] = {
                     "select",
                     options="early-access",
                     default=0,
-                    minimum=0,
-                    maximum=1440,
+                    minimum=MINUTE_BOUNDS["early_access_minutes"][0],
+                    maximum=MINUTE_BOUNDS["early_access_minutes"][1],
                 ),
                 Field(
                     "access_duration_minutes",
@@ -213,8 +214,8 @@ STEPS: dict[str, Step] = {
                     "select",
                     options="durations",
                     default=480,
-                    minimum=5,
-                    maximum=1440,
+                    minimum=MINUTE_BOUNDS["access_duration_minutes"][0],
+                    maximum=MINUTE_BOUNDS["access_duration_minutes"][1],
                 ),
                 Field(
                     "verification_require_credential",

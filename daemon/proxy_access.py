@@ -39,7 +39,7 @@ class ProxyAccess:
         return view
 
     def client(self, install: Install) -> ProxyClient:
-        settings = Settings.from_config(install.config or {})
+        settings = Settings.lenient(install.config or {})  # endings must reach Proxy
         if not (settings.proxy_app_key and install.proxy_secret and settings.proxy_org_id):
             raise NotConfigured("Proxy access is not set up: complete the Proxy Access step")
         if not settings.proxy_site_id:
@@ -52,7 +52,7 @@ class ProxyAccess:
         For setup steps and dropdowns, which run before the site is picked. `config` (the
         request's `meta.config`) wins over the stored snapshot, key by key.
         """
-        settings = Settings.from_config({**(install.config or {}), **(config or {})})
+        settings = Settings.lenient({**(install.config or {}), **(config or {})})
         if not (settings.proxy_app_key and install.proxy_secret and settings.proxy_org_id):
             raise NotConfigured("Proxy access is not set up: complete the Proxy Access step")
         return self._cached(install, settings)

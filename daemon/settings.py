@@ -1,14 +1,45 @@
-"""An install's settings, read leniently from Envoy's `meta.config`.
+"""An install's settings, read from Envoy's `meta.config`.
 
 The setup steps store normalised values, but config can be edited by hand or come from an
 older version of the plugin: values may be strings or native types, so each is coerced, and
-anything unreadable falls back to its default rather than failing an event.
+anything unreadable falls back to its default rather than failing an event. A readable
+duration outside its bounds is refused (`ConfigOutOfRange`): access of 10^10 minutes is a
+typo, not a wish, and would overflow every date computed from it. The bounds live here and
+nowhere else: the setup steps' forms (the manifest) and their validation take them from
+`MINUTE_BOUNDS`.
 """
 
 from dataclasses import dataclass, field
 
+from daemon.envoy_request import BadRequest
+
 DEFAULT_ACCESS_MINUTES = 480
 DEFAULT_PROTECT_MINUTES = 480
+
+# key -> (least, most) minutes; the README's "Configuration in Envoy" documents the same.
+MINUTE_BOUNDS = {
+    "access_duration_minutes": (5, 1440),
+    "early_access_minutes": (0, 1440),
+    "protect_access_duration_minutes": (30, 720),
+}
+_MINUTE_DEFAULTS = {
+    "access_duration_minutes": DEFAULT_ACCESS_MINUTES,
+    "early_access_minutes": 0,
+    "protect_access_duration_minutes": DEFAULT_PROTECT_MINUTES,
+}
+
+
+class ConfigOutOfRange(BadRequest):
+    """A setting outside its bounds: 412 (Envoy shows the job failed, with this reason) so
+    that the admin fixes the setup; nothing of the request is stored."""
+
+    def __init__(self, key: str, minutes: int):
+        least, most = MINUTE_BOUNDS[key]
+        super().__init__(
+            f"{key} = {minutes} is outside {least}..{most} minutes: "
+            "run the plugin's setup again to fix this install's settings",
+            412,
+        )
 
 
 def as_bool(value, default: bool = False) -> bool:
@@ -32,6 +63,28 @@ def as_int(value, default: int) -> int:
         return int(str(value).strip())
     except ValueError:
         return default
+
+
+def _checked_minutes(config: dict, key: str) -> int:
+    minutes = as_int(config.get(key), _MINUTE_DEFAULTS[key])
+    least, most = MINUTE_BOUNDS[key]
+    if not least <= minutes <= most:
+        raise ConfigOutOfRange(key, minutes)
+    return minutes
+
+
+def _clamped_minutes(config: dict, key: str) -> int:
+    least, most = MINUTE_BOUNDS[key]
+    return min(most, max(least, as_int(config.get(key), _MINUTE_DEFAULTS[key])))
+
+
+def config_problem(config) -> str | None:
+    """Why a stored config would be refused, for the status page and the CLI; None if fine."""
+    try:
+        Settings.from_config(config if isinstance(config, dict) else {})
+    except ConfigOutOfRange as problem:
+        return str(problem)
+    return None
 
 
 def as_id_list(value) -> list[str]:
@@ -72,6 +125,17 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: dict) -> "Settings":
+        """The settings; ConfigOutOfRange (412) if a duration is outside MINUTE_BOUNDS."""
+        return cls._read(config, _checked_minutes)
+
+    @classmethod
+    def lenient(cls, config: dict) -> "Settings":
+        """The settings with every duration clamped into its bounds, never refused: for the
+        work that must go on whatever the config says (reaching Proxy to end access)."""
+        return cls._read(config, _clamped_minutes)
+
+    @classmethod
+    def _read(cls, config: dict, minutes) -> "Settings":
         def text(key):
             value = config.get(key)
             return str(value).strip() if isinstance(value, int | str) and str(value) else None
@@ -90,17 +154,13 @@ class Settings:
             protect_enabled=as_bool(config.get("protect_enabled")),
             protect_excluded_employees=tuple(as_id_list(config.get("protect_excluded_employees"))),
             protect_limit_access=as_bool(config.get("protect_limit_access")),
-            protect_access_duration_minutes=as_int(
-                config.get("protect_access_duration_minutes"), DEFAULT_PROTECT_MINUTES
-            ),
+            protect_access_duration_minutes=minutes(config, "protect_access_duration_minutes"),
             protect_access_hours=text("protect_access_hours"),
             invite_required=as_bool(config.get("invite_required")),
             proxy_notifications=as_bool(config.get("proxy_notifications")),
             created_by_envoy=as_bool(config.get("created_by_envoy")),
-            early_access_minutes=max(0, as_int(config.get("early_access_minutes"), 0)),
-            access_duration_minutes=max(
-                1, as_int(config.get("access_duration_minutes"), DEFAULT_ACCESS_MINUTES)
-            ),
+            early_access_minutes=minutes(config, "early_access_minutes"),
+            access_duration_minutes=minutes(config, "access_duration_minutes"),
             verification_require_credential=as_bool(config.get("verification_require_credential")),
         )
 

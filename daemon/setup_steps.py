@@ -1,7 +1,8 @@
 """The validation routes of the five setup steps (ENVOY_PROTOCOL.md §5, §8).
 
 Each step reads its form values leniently (strings or native types), checks them against
-Proxy where that is the point, and answers the normalised values, which Envoy merges into the
+Proxy where that is the point, and only then saves anything (a refused step leaves the
+install row as it was, or absent), and answers the normalised values, which Envoy merges into the
 install config (null removes a key). The same values are merged into our `Install.config`, so
 later steps and dropdowns work before Envoy echoes the config back. The App Key Secret goes to
 `Install.proxy_secret`, encrypted, and never into an answer, a message or a log line.
@@ -134,11 +135,6 @@ def _read(step_slug: str, payload: dict) -> dict:
     return values
 
 
-def _remember(request: EnvoyRequest) -> Install:
-    with database.atomic():
-        return remember_install(request, now_epoch())
-
-
 def _save(request: EnvoyRequest, values: dict, **columns) -> Install:
     """Merge the answered values into our config snapshot (None removes), with any columns."""
     with database.atomic():
@@ -158,9 +154,9 @@ def _save(request: EnvoyRequest, values: dict, **columns) -> Install:
 # -- step 1: Proxy access ----------------------------------------------------------------------
 
 
-def _stored_secret(ctx, install: Install, app_key: str) -> str:
+def _stored_secret(ctx, install: Install | None, app_key: str) -> str:
     """The secret kept from an earlier run (Envoy hides the field on a revisit)."""
-    if not install.proxy_secret:
+    if install is None or not install.proxy_secret:
         raise BadRequest("App Key Secret is required")
     if (install.config or {}).get("proxy_app_key") not in (None, app_key):
         raise BadRequest("the App Key changed: enter its App Key Secret too")
@@ -199,7 +195,7 @@ def proxy_access(ctx, request: EnvoyRequest) -> dict:
     step = STEPS["proxy-access"]
     app_key = _required_id(payload, step.field("proxy_app_key"))
     org_id = _required_id(payload, step.field("proxy_org_id"))
-    install = _remember(request)
+    install = Install.get_or_none(install_id=request.install_id)
     new_secret = payload.get("proxy_app_secret")
     new_secret = new_secret.strip() if isinstance(new_secret, str) else ""
     secret = new_secret or _stored_secret(ctx, install, app_key)
@@ -223,8 +219,7 @@ def proxy_access(ctx, request: EnvoyRequest) -> dict:
 def site(ctx, request: EnvoyRequest) -> dict:
     payload = _payload(request)
     site_id = _required_id(payload, STEPS["site"].field("proxy_site_id"))
-    install = _remember(request)
-    client = org_client(ctx, request, install)
+    client = org_client(ctx, request)
     try:
         found = client.find_site(site_id)
     except ProxyError as error:
@@ -263,8 +258,7 @@ def visitor_mapping(ctx, request: EnvoyRequest) -> dict:
     mapping = normalise_mapping(payload.get("visitor_mapping"))
     if not mapping:
         raise BadRequest("map at least one visitor flow to a Proxy group")
-    install = _remember(request)
-    client = org_client(ctx, request, install)
+    client = org_client(ctx, request)
     if not client.site_id:
         raise BadRequest("no Proxy site is selected: complete the Site step first")
     for group_id in dict.fromkeys(group for groups in mapping.values() for group in groups):

@@ -8,7 +8,6 @@ encrypted Proxy secret is not selected, and known secrets are masked in error te
 """
 
 import os
-from datetime import datetime
 
 from peewee import JOIN, SQL, fn
 
@@ -17,7 +16,8 @@ from daemon import __version__, outbox
 from daemon.masking import Masker
 from daemon.health import Verdict
 from daemon.outbox import FLAG_AFTER_ATTEMPTS
-from daemon.times import iso_utc, zone
+from daemon.settings import config_problem
+from daemon.times import iso_utc, local_time
 from daemon.watchlist import count as watchlist_size
 from db import Action, Event, Grant, Install, Verification
 
@@ -30,11 +30,10 @@ def moment(epoch: int | None, zone_name: str | None) -> dict | None:
     """An instant for scripts (epoch, ISO UTC) and for people (local time in `zone_name`)."""
     if epoch is None:
         return None
-    local = datetime.fromtimestamp(epoch, zone(zone_name))
     return {
         "epoch": int(epoch),
         "iso": iso_utc(int(epoch)),
-        "local": local.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "local": local_time(int(epoch), zone_name, "%Y-%m-%d %H:%M:%S %Z"),
     }
 
 
@@ -64,6 +63,7 @@ def _install(row: Install, mask) -> dict:
     mapping = config.get("visitor_mapping")
     flows = sorted(str(f) for f in mapping) if isinstance(mapping, dict) else []
     tz = row.timezone
+    problem = config_problem(config)
     return {
         "install_id": row.install_id,
         "company_id": row.company_id,
@@ -76,7 +76,9 @@ def _install(row: Install, mask) -> dict:
         "flows": flows,
         "flows_count": len(flows),
         "last_event_at": moment(row.last_event_at, tz),
-        "last_error": mask(row.last_error),
+        # A stored config the daemon refuses is the install's problem until the setup is rerun.
+        "last_error": mask(row.last_error) or problem,
+        "config_problem": problem,
         "purpose_registered": row.purpose_registered_at is not None,
         "purpose_registered_at": moment(row.purpose_registered_at, tz),
     }

@@ -61,6 +61,49 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+# -- validate first: a refused step stores nothing ----------------------------------------------
+
+
+def _row(daemon) -> dict | None:
+    install = _install(daemon)
+    return None if install is None else dict(install.__data__)
+
+
+ELSEWHERE = {"company_id": "company-2", "location_id": "loc-2", "timezone": "Asia/Tokyo"}
+
+
+@pytest.mark.parametrize(
+    ("step", "payload", "word"),
+    [
+        ("proxy-access", {**ACCESS, "proxy_org_id": "org-404"}, "not visible"),
+        ("proxy-access", {**ACCESS, "proxy_app_secret": "wrong-secret-42"}, "rejected"),
+        ("site", {"proxy_site_id": "site-404"}, "does not exist"),
+        ("visitor-mapping", {"visitor_mapping": {"flow-visitor": "grp-all"}}, "global"),
+        ("protect", {"protect_access_duration_minutes": 721}, "between"),
+        ("customization", {"access_duration_minutes": 1441}, "between"),
+    ],
+)
+def test_a_refused_step_leaves_the_install_row_as_it_was(daemon, step, payload, word):
+    _through_site(daemon)
+    before = _row(daemon)
+    _refused(_step(daemon, step, payload, **ELSEWHERE), word)
+    assert _row(daemon) == before
+
+
+@pytest.mark.parametrize(
+    ("step", "payload"),
+    [
+        ("proxy-access", {**ACCESS, "proxy_org_id": "org-404"}),
+        ("proxy-access", {"proxy_app_key": "app-key", "proxy_org_id": "org-1"}),
+        ("site", {"proxy_site_id": "site-1"}),
+        ("visitor-mapping", {"visitor_mapping": {"flow-visitor": "grp-visitors"}}),
+    ],
+)
+def test_a_refused_first_step_creates_no_install(daemon, step, payload):
+    assert _step(daemon, step, payload).status_code == 400
+    assert _install(daemon) is None
+
+
 # -- step 1 ------------------------------------------------------------------------------------
 
 

@@ -1,10 +1,13 @@
 """Envoy's signed POST routes: cap, verify, parse, call one domain function, answer.
 
-The signature is checked on the raw bytes before anything is parsed or stored. Each route is
-a row of `ROUTES`; handlers take `(ctx, request, **url_args)` and return an `Answer`.
+The signature is checked on the raw bytes before anything is parsed or stored; the body is
+then parsed once into what can be stored (web/json_body.py). An event carries the install's
+whole saved config, so its settings are checked here too: out of range, the event is refused
+(412) before anything is stored. Setup and dropdown routes carry a partial config, and are
+how an admin fixes it, so they are not refused for it. Each route is a row of `ROUTES`;
+handlers take `(ctx, request, **url_args)` and return an `Answer`.
 """
 
-import json
 import logging
 import time
 
@@ -15,8 +18,10 @@ from daemon.context import Context
 from daemon.envoy_request import Answer, BadRequest, EnvoyRequest
 from daemon.events import handle_event
 from daemon.options import handle_options, handle_selected
+from daemon.settings import Settings
 from daemon.setup_steps import handle_step
 from daemon.verification import verify_identity
+from web.json_body import parse_body
 from web.responses import json_response
 from web.signature import signature_is_valid
 
@@ -40,6 +45,14 @@ def _read_body(cap: int) -> bytes | None:
     return None if len(body) > cap else body
 
 
+def _parse(raw: bytes) -> EnvoyRequest:
+    """The request, or BadRequest before anything is stored (see the module's docstring)."""
+    envoy_request = EnvoyRequest.from_body(parse_body(raw), raw.decode())
+    if envoy_request.event is not None:
+        Settings.from_config(envoy_request.config)  # refuses a duration out of range
+    return envoy_request
+
+
 def _envoy_view(ctx: Context, handler):
     def view(**url_args):
         started = time.monotonic()
@@ -51,16 +64,10 @@ def _envoy_view(ctx: Context, handler):
         ):
             log.warning("rejected %s: missing or wrong X-Envoy-Signature", request.path)
             return json_response(401, {"message": "missing or wrong X-Envoy-Signature"})
-        try:
-            body = json.loads(raw.decode())
-        except (ValueError, UnicodeDecodeError):
-            return json_response(400, {"message": "the body is not valid JSON"})
-        if not isinstance(body, dict):
-            return json_response(400, {"message": "the body must be a JSON object"})
         envoy_request = None
         try:
-            envoy_request = EnvoyRequest.from_body(body, raw.decode())
-            with ctx.priority.serving(), db.database.connection_context():
+            envoy_request = _parse(raw)
+            with db.database.connection_context():
                 answer = handler(ctx, envoy_request, **url_args)
         except BadRequest as error:
             answer = Answer.message(error.status, str(error))
