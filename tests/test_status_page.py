@@ -31,7 +31,8 @@ def _sign_in(daemon, entry_id, email, full_name="Ada Lovelace"):
             signed_in_at=time.time(),
         )
     )
-    assert answer.status_code == 200, answer.text
+    assert answer.status_code in (200, 202), answer.text
+    daemon.run_due()  # a 202 leaves the issue to the due work
     return answer
 
 
@@ -190,7 +191,8 @@ def test_json_facts_after_visitor_activity(daemon):
     assert facts["version"]
     assert facts["database"]["path"] == daemon.ctx.config.db
     assert facts["database"]["size_bytes"] > 0
-    assert facts["scheduler"]["alive"] is True
+    assert facts["scheduler"]["alive"] is None  # no scheduler in this harness
+    assert facts["health"] == {"healthy": True, "reasons": [], "runs": None}
     assert facts["uptime_seconds"] >= 0
     [install] = facts["installs"]
     assert install["install_id"] == daemon.install_id
