@@ -16,8 +16,6 @@ import dataclasses
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 
 from daemon import grants, outcomes, watchlist
 from daemon.envoy_request import Answer, EnvoyRequest
@@ -30,9 +28,6 @@ from db import Action, ActionKind, Grant, GrantState, Verification, database, no
 log = logging.getLogger("envoy_proxy.verification")
 
 APPROVE = Answer(200, {})
-# Threads that decide; a decision stuck on a locked database finishes in its own time while
-# the hook has already answered 412.
-_DECIDERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="verify")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +51,7 @@ class _Verdict:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._given = threading.Event()
         self.final: Decision | None = None
 
     def offer(self, decision: Decision) -> bool:
@@ -63,7 +59,11 @@ class _Verdict:
         with self._lock:
             if self.final is None:
                 self.final = decision
+                self._given.set()
             return self.final is decision
+
+    def wait(self, timeout: float) -> bool:
+        return self._given.wait(timeout)
 
 
 def _issue(ctx, request: EnvoyRequest, visit: Visit, settings: Settings, deadline: float):
@@ -150,7 +150,7 @@ def _decide(ctx, request: EnvoyRequest, visit: Visit, deadline: float, verdict: 
     return decision
 
 
-def _decide_and_record(ctx, request, visit, started, verdict: _Verdict) -> Decision:
+def _decide_and_record(ctx, request, visit, started, verdict: _Verdict) -> None:
     deadline = started + ctx.config.verify_deadline
     try:
         decision = _decide(ctx, request, visit, deadline, verdict)
@@ -159,7 +159,6 @@ def _decide_and_record(ctx, request, visit, started, verdict: _Verdict) -> Decis
         decision = _review(f"the daemon could not decide ({type(error).__name__})", "error")
     verdict.offer(decision)
     _record(ctx, request, visit, verdict.final, started)
-    return decision
 
 
 def _record(ctx, request: EnvoyRequest, visit: Visit, decision: Decision, started: float):
@@ -196,10 +195,10 @@ def verify_identity(ctx, request: EnvoyRequest) -> Answer:
     started = time.monotonic()
     visit = Visit.from_payload(request.payload)
     verdict = _Verdict()
-    future = _DECIDERS.submit(_decide_and_record, ctx, request, visit, started, verdict)
-    try:
-        future.result(timeout=ctx.config.verify_deadline + 0.5)
-    except FutureTimeout:
+    # On a thread of its own: a decision stuck on a locked database finishes in its own time
+    # while the hook has answered 412 at the deadline.
+    ctx.runner.decide(_decide_and_record, ctx, request, visit, started, verdict)
+    if not verdict.wait(ctx.config.verify_deadline + 0.5):
         log.warning("verification of entry %s hit the deadline", visit.id)
         verdict.offer(_review("the daemon could not decide in time", "deadline", deadline_hit=True))
     if verdict.final.deadline_hit:

@@ -14,7 +14,7 @@ the start-up catch-up, the admin CLI and the tests use it.
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from daemon import grants, outbox, outcomes
 from daemon.envoy_client import EnvoyError
@@ -172,6 +172,26 @@ class Runner:
         self._busy = 0
         self._idle = threading.Condition()
         self.last_error: str | None = None
+        # Identity-verification decisions, which may outlive their answer (a write waiting
+        # for a lock): here so that shutting down waits for them before the database closes.
+        self._deciders = ThreadPoolExecutor(16, thread_name_prefix="verify")
+        self._deciding: set[Future] = set()
+
+    def decide(self, fn, *args) -> None:
+        future = self._deciders.submit(fn, *args)
+        with self._idle:
+            self._deciding.add(future)
+        future.add_done_callback(self._decided)
+
+    def _decided(self, future: Future) -> None:
+        with self._idle:
+            self._deciding.discard(future)
+            self._idle.notify_all()
+
+    def drain_decisions(self, timeout: float | None = None) -> bool:
+        """Wait until every identity decision has been recorded."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._deciding, timeout)
 
     def _submit(self, ctx, actions: list[Action], now: int | None) -> None:
         with self._idle:
@@ -223,14 +243,21 @@ class Runner:
             # A worker is free, and work of this person may be waiting behind it: claim more.
             ctx.rearm(now_epoch())
 
+    @property
+    def idle(self) -> bool:
+        with self._idle:
+            return self._busy == 0
+
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until no worker is busy; False if `timeout` passed first."""
         with self._idle:
             return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
     def shutdown(self, timeout: float = 20.0) -> None:
+        """Wait for running work and decisions (up to `timeout`) before the database closes."""
         if not self.drain(timeout):
             log.warning("due work was still running after %.0f s", timeout)
+        self._deciders.shutdown(wait=True)
         if self._pool is not None:
             self._pool.shutdown(wait=False)
 
@@ -264,10 +291,12 @@ def dispatch_due(ctx) -> int | None:
 
 
 def run_due(ctx, now: int | None = None) -> int | None:
-    """Run everything due at `now` (default: the clock) to the end; the next due instant."""
+    """Run everything due at `now` (default: the clock as it starts) to the end; the next
+    due instant. Work that fails meanwhile is retried by later runs, not by this one."""
+    now = now_epoch() if now is None else now
     with database.connection_context():
         while True:
             ctx.runner.drain()
-            if not ctx.runner.dispatch(ctx, now):
-                ctx.runner.drain()
+            # Done when nothing was left to claim and no worker (the alarm's included) runs.
+            if not ctx.runner.dispatch(ctx, now) and ctx.runner.idle:
                 return next_due(now)

@@ -187,7 +187,7 @@ def _cli_settings(daemon):
 
 
 def _sign_in(daemon, entry_id="e-1", email="ada@example.com"):
-    answer = daemon.send(
+    answer = daemon.deliver(
         daemon.entry(
             entry_id=entry_id,
             email=email,

@@ -15,7 +15,7 @@ IMPORT = ("POST", "/manage/persons/import")
 def _sign_in(daemon, email="ada@example.com"):
     body = daemon.entry(entry_id="e-1", full_name="Ada", email=email, flow_id="flow-visitor",
                         signed_in_at=time.time())  # fmt: skip
-    return daemon.send(body)
+    return daemon.deliver(body)
 
 
 def _calls(daemon):
@@ -53,7 +53,7 @@ def test_an_employee_costs_one_lookup_and_one_activation(daemon):
     body = daemon.entry("employee_entry_sign_in", entry_id="e-9", full_name="Erin Employee",
                         email="erin@example.com", flow_id="flow-employee", employee_id="e-1",
                         employee_screening=True, signed_in_at=time.time())  # fmt: skip
-    assert daemon.send(body).status_code == 200
+    assert daemon.deliver(body).status_code == 200
     [erin] = daemon.persons("erin@example.com")
     assert _calls(daemon) == [LOOKUP, _statuses(erin)]  # no end: no safety net
 
@@ -72,7 +72,7 @@ def test_a_grant_names_the_person_it_created_before_the_safety_net_is_asked(daem
 def test_the_safety_net_follows_a_window_moved_while_proxy_was_called(daemon):
     daemon.install()
     arrival = int(time.time()) + 3600
-    daemon.send(daemon.invite(invite_id="i-1", full_name="Grace", email="grace@example.com",
+    daemon.deliver(daemon.invite(invite_id="i-1", full_name="Grace", email="grace@example.com",
                               flow_id="flow-visitor", expected_arrival=arrival))  # fmt: skip
     with database.connection_context():
         [read] = Grant.select()  # as the worker read it, before a webhook moved its end

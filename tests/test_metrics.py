@@ -30,7 +30,7 @@ def _value(samples, name, **labels):
 
 def test_metrics_after_visitor_events(daemon):
     daemon.install()
-    signed_in = daemon.send(
+    signed_in = daemon.deliver(
         daemon.entry(
             entry_id="e-1",
             full_name="Ada",
@@ -40,7 +40,7 @@ def test_metrics_after_visitor_events(daemon):
         )
     )
     assert signed_in.status_code == 200
-    ignored = daemon.send(
+    ignored = daemon.deliver(
         daemon.entry(
             entry_id="e-2",
             full_name="Bob",
@@ -66,7 +66,7 @@ def test_metrics_after_visitor_events(daemon):
 
     samples = _scrape(daemon)
     events = "envoy_proxy_events_total"
-    assert _value(samples, events, event="entry_sign_in", status="200") == 1
+    assert _value(samples, events, event="entry_sign_in", status="202") == 1
     assert _value(samples, events, event="entry_sign_in", status="400") == 1
     assert _value(samples, "envoy_proxy_grants", state="active") == 1
     # Pending: the grant's revoke at the end of the visit, plus the two job updates above.

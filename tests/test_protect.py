@@ -156,7 +156,7 @@ def test_employee_sign_in_activates_their_existing_person_and_creates_nobody(dae
     daemon.install(**PROTECT)
     before = len(daemon.proxy.persons())
     with time_machine.travel(_at(NY, "2026-06-01 09:00"), tick=False):
-        answer = daemon.send(_employee_event(daemon, signed_in_at=_at(NY, "2026-06-01 09:00")))
+        answer = daemon.deliver(_employee_event(daemon, signed_in_at=_at(NY, "2026-06-01 09:00")))
     assert answer.status_code == 200, answer.text
     assert answer.json()["attachments"][0] == {
         "type": "text", "label": "Protect access", "value": "active, with no end set"
@@ -169,7 +169,7 @@ def test_employee_sign_in_activates_their_existing_person_and_creates_nobody(dae
 def test_unknown_employee_fails_with_advice_and_proxy_is_unchanged(daemon):
     daemon.install(**PROTECT)
     before = daemon.proxy.state()["persons"]
-    answer = daemon.send(_employee_event(daemon, email="nobody@example.com", signed_in_at=0))
+    answer = daemon.deliver(_employee_event(daemon, email="nobody@example.com", signed_in_at=0))
     assert answer.status_code == 412
     assert "add the employee in Proxy" in answer.json()["message"]
     assert daemon.proxy.state()["persons"] == before
@@ -177,21 +177,21 @@ def test_unknown_employee_fails_with_advice_and_proxy_is_unchanged(daemon):
 
 def test_excluded_employee_is_ignored_through_the_api(daemon):
     daemon.install(**PROTECT)
-    answer = daemon.send(_employee_event(daemon, employee_id="e-3", email="alex@example.com",
+    answer = daemon.deliver(_employee_event(daemon, employee_id="e-3", email="alex@example.com",
                                          signed_in_at=0))  # fmt: skip
     assert answer.status_code == 400 and "excluded" in answer.json()["message"]
 
 
 def test_email_comes_from_envoys_user_api_when_the_entry_has_none(daemon):
     daemon.install(**PROTECT)
-    answer = daemon.send(_employee_event(daemon, email=None, signed_in_at=0))
+    answer = daemon.deliver(_employee_event(daemon, email=None, signed_in_at=0))
     assert answer.status_code == 200, answer.text
     assert _statuses(_erin(daemon)) == ["active"]
 
 
 def test_screening_flow_entry_events_count_as_protect(daemon):
     daemon.install(**PROTECT)
-    answer = daemon.send(_employee_event(daemon, event="entry_sign_in", signed_in_at=0))
+    answer = daemon.deliver(_employee_event(daemon, event="entry_sign_in", signed_in_at=0))
     assert answer.status_code == 200
     assert daemon.grants()[0].kind == "employee"
 
@@ -200,7 +200,7 @@ def test_access_hours_end_access_at_the_window_end_in_local_time(daemon):
     daemon.install(**PROTECT, protect_access_hours="08:00-18:00")
     signed_in = _at(NY, "2026-06-01 17:00")
     with time_machine.travel(signed_in, tick=False):
-        answer = daemon.send(_employee_event(daemon, signed_in_at=signed_in))
+        answer = daemon.deliver(_employee_event(daemon, signed_in_at=signed_in))
     assert answer.json()["attachments"][0]["value"] == "until 18:00 America/New_York"
     with time_machine.travel(_at(NY, "2026-06-01 18:00") + 1, tick=False):
         daemon.run_due()
@@ -213,13 +213,13 @@ def test_limited_access_ends_at_sign_out_and_duplicates_change_nothing(daemon):
     signed_in = _at(NY, "2026-06-01 09:00")
     with time_machine.travel(signed_in, tick=False):
         sign_in = _employee_event(daemon, signed_in_at=signed_in)
-        assert daemon.send(sign_in).status_code == 200
-        assert daemon.send(sign_in).status_code == 200
+        assert daemon.deliver(sign_in).status_code == 200
+        assert daemon.deliver(sign_in).status_code == 200
     with time_machine.travel(signed_in + 3600, tick=False):
         sign_out = _employee_event(daemon, "employee_entry_sign_out", signed_in_at=signed_in,
                                    signed_out_at=signed_in + 3600)  # fmt: skip
-        assert daemon.send(sign_out).status_code == 200
-        assert daemon.send(sign_out).status_code == 200
+        assert daemon.deliver(sign_out).status_code == 200
+        assert daemon.deliver(sign_out).status_code == 200
     # active at sign-in, suspended at sign-out, and Proxy's own net at the 8-hour limit;
     # the duplicate deliveries added nothing.
     assert _statuses(_erin(daemon)) == ["active", "suspended", "suspended"]
@@ -228,9 +228,9 @@ def test_limited_access_ends_at_sign_out_and_duplicates_change_nothing(daemon):
 
 def test_sign_out_before_sign_in_was_processed_keeps_access_off(daemon):
     daemon.install(**PROTECT, protect_limit_access=True)
-    assert daemon.send(_employee_event(daemon, "employee_entry_sign_out", signed_in_at=0,
+    assert daemon.deliver(_employee_event(daemon, "employee_entry_sign_out", signed_in_at=0,
                                        signed_out_at=1)).status_code == 200  # fmt: skip
-    assert daemon.send(_employee_event(daemon, signed_in_at=0)).status_code == 400
+    assert daemon.deliver(_employee_event(daemon, signed_in_at=0)).status_code == 400
     assert _erin(daemon)["scheduledStatuses"] == []
 
 
@@ -238,9 +238,9 @@ def test_employee_signing_in_twice_a_day_keeps_access_until_the_last_visit_ends(
     daemon.install(**PROTECT, protect_limit_access=True, protect_access_duration_minutes=240)
     morning = _at(NY, "2026-06-01 08:00")
     with time_machine.travel(morning, tick=False):
-        daemon.send(_employee_event(daemon, entry_id="901", signed_in_at=morning))
+        daemon.deliver(_employee_event(daemon, entry_id="901", signed_in_at=morning))
     with time_machine.travel(morning + 3 * 3600, tick=False):
-        daemon.send(_employee_event(daemon, entry_id="902", signed_in_at=morning + 3 * 3600))
+        daemon.deliver(_employee_event(daemon, entry_id="902", signed_in_at=morning + 3 * 3600))
     with time_machine.travel(morning + 4 * 3600 + 1, tick=False):
         daemon.run_due()  # the first visit's duration lapses; the second still needs access
         assert [g.state for g in daemon.grants()] == ["ended", "active"]
@@ -255,7 +255,7 @@ def test_overdue_employee_end_runs_after_a_restart(daemon):
     daemon.install(**PROTECT, protect_limit_access=True, protect_access_duration_minutes=60)
     signed_in = _at(NY, "2026-06-01 09:00")
     with time_machine.travel(signed_in, tick=False):
-        daemon.send(_employee_event(daemon, signed_in_at=signed_in))
+        daemon.deliver(_employee_event(daemon, signed_in_at=signed_in))
     # The daemon was down at 10:00; it comes back at 13:00 and catches up.
     with time_machine.travel(signed_in + 4 * 3600, tick=False):
         daemon.run_due()
@@ -267,6 +267,7 @@ def test_proxy_outage_during_employee_sign_in_answers_202_then_converges(daemon)
     daemon.proxy.add_fault(status=503)
     answer = daemon.send(_employee_event(daemon, signed_in_at=0))
     assert answer.status_code == 202
+    daemon.run_due()
     daemon.proxy.clear_faults()
     [action] = [a for a in daemon.actions() if a.kind == "issue"]
     with time_machine.travel(action.next_attempt_at + 1, tick=False):

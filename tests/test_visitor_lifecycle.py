@@ -11,7 +11,7 @@ def _sign_in(daemon, entry_id="e-100", email="ada@example.com", **kwargs):
     kwargs.setdefault("full_name", "Ada Lovelace")
     kwargs.setdefault("flow_id", FLOW)
     kwargs.setdefault("signed_in_at", time.time())
-    return daemon.send(daemon.entry(entry_id=entry_id, email=email, **kwargs))
+    return daemon.deliver(daemon.entry(entry_id=entry_id, email=email, **kwargs))
 
 
 def _sign_out(daemon, entry_id="e-100", email="ada@example.com", **kwargs):
@@ -19,7 +19,7 @@ def _sign_out(daemon, entry_id="e-100", email="ada@example.com", **kwargs):
     kwargs.setdefault("flow_id", FLOW)
     kwargs.setdefault("signed_in_at", time.time() - 600)
     kwargs.setdefault("signed_out_at", time.time())
-    return daemon.send(daemon.entry("entry_sign_out", entry_id=entry_id, email=email, **kwargs))
+    return daemon.deliver(daemon.entry("entry_sign_out", entry_id=entry_id, email=email, **kwargs))
 
 
 def _last_status(person) -> str:
@@ -78,7 +78,7 @@ def test_the_same_delivery_twice_answers_the_same_and_changes_nothing(daemon):
         flow_id=FLOW,
         signed_in_at=time.time(),
     )
-    first, second = daemon.send(body), daemon.send(body)
+    first, second = daemon.deliver(body), daemon.deliver(body)
     assert first.status_code == second.status_code == 200
     assert first.json() == second.json()
     assert len(daemon.persons("ada@example.com")) == 1
@@ -117,7 +117,7 @@ def test_sign_out_before_the_sign_in_was_processed_means_no_credential_ever(daem
 def test_invite_with_early_access_issues_nothing_before_the_start(daemon):
     daemon.install(early_access_minutes=30)
     arrival = int(time.time()) + 3 * 3600
-    answer = daemon.send(
+    answer = daemon.deliver(
         daemon.invite(
             invite_id="i-1",
             full_name="Grace",
@@ -144,7 +144,7 @@ def test_invite_with_early_access_issues_nothing_before_the_start(daemon):
 def test_invite_in_the_past_starts_access_at_once(daemon):
     daemon.install(early_access_minutes=30)
     arrival = int(time.time()) - 60
-    answer = daemon.send(
+    answer = daemon.deliver(
         daemon.invite(
             invite_id="i-2",
             full_name="Grace",
@@ -161,16 +161,16 @@ def test_invite_updated_moves_the_window_and_removed_cancels_it(daemon):
     daemon.install(early_access_minutes=0)
     arrival = int(time.time()) + 3600
     invite = dict(invite_id="i-3", full_name="Grace", email="grace@example.com", flow_id=FLOW)
-    daemon.send(daemon.invite(expected_arrival=arrival, **invite))
+    daemon.deliver(daemon.invite(expected_arrival=arrival, **invite))
     later = arrival + 7200
     assert (
-        daemon.send(daemon.invite("invite_updated", expected_arrival=later, **invite)).status_code
+        daemon.deliver(daemon.invite("invite_updated", expected_arrival=later, **invite)).status_code
         == 200
     )
     [grant] = daemon.grants()
     assert (grant.starts_at, grant.ends_at) == (later, later + 240 * 60)
     assert (
-        daemon.send(daemon.invite("invite_removed", expected_arrival=later, **invite)).status_code
+        daemon.deliver(daemon.invite("invite_removed", expected_arrival=later, **invite)).status_code
         == 200
     )
     [grant] = daemon.grants()
@@ -184,7 +184,7 @@ def test_invite_updated_moves_the_window_and_removed_cancels_it(daemon):
 def test_sign_in_of_an_invited_guest_reuses_the_invite_grant(daemon):
     daemon.install(early_access_minutes=60)
     arrival = int(time.time()) + 1800
-    daemon.send(
+    daemon.deliver(
         daemon.invite(
             invite_id="i-4",
             full_name="Grace",
@@ -258,6 +258,7 @@ def test_proxy_outage_answers_202_and_the_outbox_finishes_and_updates_the_job(da
     )
     answer = daemon.send(body)
     assert answer.status_code == 202, answer.text
+    daemon.run_due()
     daemon.proxy.clear_faults()
     [action] = [a for a in daemon.actions() if a.kind == "issue"]
     assert action.attempts == 1 and not action.done
@@ -273,7 +274,7 @@ def test_proxy_outage_answers_202_and_the_outbox_finishes_and_updates_the_job(da
 
 def test_numeric_ids_are_accepted(daemon):
     daemon.install()
-    answer = daemon.send(
+    answer = daemon.deliver(
         daemon.entry(
             entry_id=4242,
             full_name="Ada",
@@ -287,24 +288,16 @@ def test_numeric_ids_are_accepted(daemon):
     assert answer.status_code in (200, 400)
 
 
-def test_a_retry_after_the_webhook_died_gets_the_final_answer(daemon, monkeypatch):
-    """The webhook issued the credential itself, then died before storing its answer: Envoy's
-    retry must get the final answer (no job update was queued for a job answered inline)."""
-    import daemon.events as events
-
+def test_a_redelivery_after_the_job_was_updated_gets_the_final_answer(daemon):
+    """A job answered 202 and finished later: Envoy's redelivery gets the final answer, and
+    nothing changes (the answer stored with the delivery follows the job update)."""
     daemon.install()
-    run_fast_path = events._run_fast_path
-
-    def dies_before_storing_its_answer(*args, **kwargs):
-        run_fast_path(*args, **kwargs)
-        raise RuntimeError("SIGKILL")
-
     body = daemon.entry(entry_id="e-9", full_name="Ada", email="ada@example.com", flow_id=FLOW,
                         signed_in_at=time.time())  # fmt: skip
-    monkeypatch.setattr(events, "_run_fast_path", dies_before_storing_its_answer)
-    assert daemon.send(body).status_code == 500
-    monkeypatch.setattr(events, "_run_fast_path", run_fast_path)
-    assert daemon.persons("ada@example.com")[0]["status"] == "active"
+    assert daemon.send(body).status_code == 202
+    assert daemon.send(body).status_code == 202, "still under way: the same answer"
+    daemon.run_due()
     retry = daemon.send(body)
     assert retry.status_code == 200 and retry.json()["message"] == "Proxy credential active"
-    assert daemon.send(body).status_code == 200  # stored now
+    assert len(daemon.sim.jobs[body["meta"]["job"]["id"]]) == 1, "the job is told once"
+    assert len(daemon.persons("ada@example.com")) == 1
