@@ -170,7 +170,7 @@ def render_status(facts: dict) -> str:
         f"({status_report.size(database['size_bytes'])}, "
         f"WAL {status_report.size(database['wal_bytes'])}), "
         f"schema version {database['schema_version']}",
-        f"events:         {counts['events_waiting']} waiting to be planned",
+        f"events:         {counts['events_quarantined']} quarantined (planning failed)",
         f"actions:        {counts['actions_pending']} pending, {counts['actions_failing']} "
         f"failing (≥ {FLAG_AFTER_ATTEMPTS} attempts), {counts['actions_dead']} dead",
         f"watchlist:      {counts['watchlist']} entries",
@@ -255,6 +255,21 @@ def render_status(facts: dict) -> str:
     )
     section(
         "Dead actions", counts["actions_dead"], facts["actions"]["dead"], action_headers, action_row
+    )
+    section(
+        "Quarantined deliveries",
+        counts["events_quarantined"],
+        facts["quarantined"],
+        ["JOB", "EVENT", "INSTALL", "RECEIVED", "ATTEMPTS", "NEXT TRY", "ERROR"],
+        lambda q: [
+            q["job_id"],
+            q["event"],
+            q["install_id"],
+            _when(q["received_at"]),
+            q["attempts"],
+            _when(q["next_attempt_at"]),
+            q["error"],
+        ],
     )
     section(
         "Recent identity verifications",

@@ -33,9 +33,11 @@ class _DatabaseCollector:
         )
         actions.add_metric(["dead"], Action.select().where(Action.outcome == "dead").count())
         yield actions
-        waiting = Event.select().where(Event.body.is_null(False)).count()
+        quarantined = Event.select().where(Event.body.is_null(False)).count()
         yield GaugeMetricFamily(
-            "envoy_proxy_events_waiting", "Stored deliveries not planned yet", value=waiting
+            "envoy_proxy_events_quarantined",
+            "Deliveries whose planning failed, waiting for their retry",
+            value=quarantined,
         )
 
 

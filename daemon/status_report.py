@@ -13,8 +13,8 @@ from peewee import JOIN, SQL, fn
 
 import db
 from daemon import __version__, outbox
-from daemon.masking import Masker
 from daemon.health import Verdict
+from daemon.masking import Masker
 from daemon.outbox import FLAG_AFTER_ATTEMPTS
 from daemon.settings import config_problem
 from daemon.times import iso_utc, local_time
@@ -226,6 +226,13 @@ def gather(
         )
         failing_rows = _actions_with_names(failing, (Action.next_attempt_at, Action.id), limit)
         dead_rows, dead_count = _dead_actions(dead, limit)
+        quarantined = list(
+            Event.select(Event.job_id, Event.event, Event.install_id, Event.received_at,
+                         Event.attempts, Event.next_attempt_at, Event.last_error)
+            .where(Event.body.is_null(False))
+            .order_by(Event.next_attempt_at, Event.id)
+            .limit(limit)
+        )  # fmt: skip
         verifications = list(
             Verification.select()
             .order_by(Verification.decided_at.desc(), Verification.id.desc())
@@ -236,8 +243,8 @@ def gather(
             "grants_active": Grant.select().where(Grant.state == "active").count(),
             "grants_pending": Grant.select().where(Grant.state == "pending").count(),
             "actions_pending": Action.select().where(pending).count(),
-            # Stored deliveries the scheduler has not planned yet (intake budget 0).
-            "events_waiting": Event.select().where(Event.body.is_null(False)).count(),
+            # Deliveries whose planning failed, waiting for their retry (quarantined).
+            "events_quarantined": Event.select().where(Event.body.is_null(False)).count(),
             "actions_failing": Action.select().where(failing).count(),
             "actions_dead": dead_count,
             "watchlist": watchlist_size(),
@@ -291,8 +298,22 @@ def gather(
             "dead": [_action(row, zones, mask) for row in dead_rows],
             "flag_after_attempts": FLAG_AFTER_ATTEMPTS,
         },
+        "quarantined": [_quarantined(row, zones, mask) for row in quarantined],
         "verifications": [_verification(row, zones, mask) for row in verifications],
         "watchlist": {"size": counts["watchlist"]},
+    }
+
+
+def _quarantined(row: Event, zones: dict, mask) -> dict:
+    zone_name = zones.get(row.install_id)
+    return {
+        "job_id": row.job_id,
+        "event": row.event,
+        "install_id": row.install_id,
+        "received_at": moment(row.received_at, zone_name),
+        "attempts": row.attempts,
+        "next_attempt_at": moment(row.next_attempt_at, zone_name),
+        "error": mask(row.last_error),
     }
 
 

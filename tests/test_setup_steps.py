@@ -529,6 +529,6 @@ def test_the_five_steps_leave_a_config_that_issues_credentials(daemon):
         flow_id="flow-visitor",
         signed_in_at=time.time(),
     )
-    assert daemon.send(sign_in).status_code == 200
+    assert daemon.deliver(sign_in).status_code == 200
     [person] = daemon.persons("ada@example.com")
     assert person["tags"] == ["visitor-lobby"]

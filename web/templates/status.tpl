@@ -72,7 +72,7 @@ code { font-size: .95em; }
 <dt>Next due work</dt><dd>{{when(facts['scheduler']['next_due'])}}</dd>
 <dt>Started</dt><dd>{{when(facts['started_at'])}} (up {{duration(facts['uptime_seconds'])}})</dd>
 <dt>Database</dt><dd><code>{{facts['database']['path']}}</code>, {{size(facts['database']['size_bytes'])}} (+ WAL {{size(facts['database']['wal_bytes'])}}), schema version {{facts['database']['schema_version']}}</dd>
-<dt>Events waiting to be planned</dt><dd>{{facts['counts']['events_waiting']}}</dd>
+<dt>Quarantined deliveries</dt><dd class="{{'bad' if facts['counts']['events_quarantined'] else ''}}">{{facts['counts']['events_quarantined']}}</dd>
 <dt>Pending actions</dt><dd>{{facts['counts']['actions_pending']}}</dd>
 <dt>Failing actions</dt><dd class="{{'bad' if facts['counts']['actions_failing'] else ''}}">{{facts['counts']['actions_failing']}} (≥ {{facts['actions']['flag_after_attempts']}} attempts)</dd>
 <dt>Dead actions</dt><dd class="{{'bad' if facts['counts']['actions_dead'] else ''}}">{{facts['counts']['actions_dead']}}</dd>
@@ -185,6 +185,30 @@ registered {{when(i['purpose_registered_at'])}}
 % if facts['actions']['dead']:
 <p class="note">Given up. After fixing the cause: <code>envoy-proxy retry ACTION_ID</code></p>
 % action_table(facts['actions']['dead'])
+% else:
+<p class="muted">None.</p>
+% end
+
+<h2>Quarantined deliveries ({{facts['counts']['events_quarantined']}})</h2>
+% shown(facts['quarantined'], facts['counts']['events_quarantined'])
+% if facts['quarantined']:
+<p class="note">Their planning failed; each is retried with backoff, apart from the rest, and its job is updated when it is planned.</p>
+<table>
+<thead><tr><th>Job</th><th>Event</th><th>Install</th><th>Received</th><th>Attempts</th><th>Next try</th><th>Error</th></tr></thead>
+<tbody>
+%  for q in facts['quarantined']:
+<tr>
+<td>{{q['job_id']}}</td>
+<td>{{q['event']}}</td>
+<td>{{q['install_id']}}</td>
+<td>{{when(q['received_at'])}}</td>
+<td>{{q['attempts']}}</td>
+<td>{{when(q['next_attempt_at'])}}</td>
+<td class="error">{{q['error'] or ''}}</td>
+</tr>
+%  end
+</tbody>
+</table>
 % else:
 <p class="muted">None.</p>
 % end
