@@ -8,12 +8,16 @@ from daemon.settings import as_bool
 from daemon.times import parse_instant
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_EMAIL = 254  # RFC 5321's limit for a path, the address included
 MAX_PHOTO_URL = 255  # Proxy refuses photo URLs of 256 characters or more
 
 
 def usable_email(value) -> str | None:
-    if isinstance(value, str) and _EMAIL.match(value.strip()):
-        return value.strip().lower()
+    """The address, lower-cased, if it looks deliverable. Longer than RFC 5321 allows is
+    not: the cap also keeps `_EMAIL`'s backtracking short (quadratic in the length)."""
+    text = value.strip() if isinstance(value, str) else ""
+    if len(text) <= MAX_EMAIL and _EMAIL.match(text):
+        return text.lower()
     return None
 
 

@@ -9,6 +9,7 @@ import requests
 
 import db
 from daemon.envoy_request import BadRequest
+from daemon.visits import usable_email
 from sandbox.envoy import route_body, sign
 from web.json_body import MAX_DEPTH, nesting_depth, parse_body
 
@@ -166,3 +167,16 @@ def test_an_event_with_a_lone_surrogate_is_400_and_stores_nothing(daemon):
     assert answer.status_code == 400, answer.text
     assert "meta.company.attributes.name" in answer.json()["message"]
     assert _stored_nothing()
+
+
+def test_an_address_longer_than_rfc_5321_allows_is_not_usable():
+    assert usable_email(f"{'a' * 64}@{'b' * 182}.example") is None  # 255 characters
+    assert usable_email(f" {'a' * 64}@{'b' * 181}.Example ") == f"{'a' * 64}@{'b' * 181}.example"
+
+
+def test_a_pathological_email_is_answered_at_once_not_after_a_minute(daemon):
+    """Before: the email pattern backtracked quadratically, ~1 min of CPU for this body."""
+    body = _entry(daemon)
+    body["payload"]["attributes"]["email"] = "a@" + "b." * 100_000 + "@"
+    answer = daemon.send(body, path="/envoy/hooks/identity-verification", timeout=10)
+    assert answer.status_code < 500, answer.text

@@ -1,6 +1,7 @@
-"""Bad input on every route (bench/fuzz.py's properties, fast): never a 5xx, nothing stored
-from an unsigned request, the daemon healthy afterwards. Seeded, without deadlines, so that a
-CI run is repeatable; the long variant is `python -m bench.fuzz`."""
+"""Bad input on every route (bench/fuzz.py's properties, fast): valid bodies mutated and
+re-signed; never a 5xx or a stall, nothing stored from an unsigned or a poisoned request (a
+poisoned one is a 400), the daemon healthy afterwards. Seeded, without deadlines, so that a
+CI run is repeatable; the long variant is `python -m bench.fuzz` against the real process."""
 
 import json
 
@@ -19,8 +20,25 @@ def _row_counts() -> dict:
 def test_fuzzed_bodies_headers_and_signatures_never_break_the_daemon(daemon):
     daemon.install()
     result = fuzz(daemon.url, _row_counts, examples=250, seed_value=9, secret="sim-secret")
-    assert result.unsigned > 50 and result.examples == 250
+    assert result.unsigned > 50 and result.examples == 250 and result.refused > 10
     assert result.statuses[401] > 0 and result.statuses[200] > 0, result.describe()
+
+
+def test_valid_bodies_poisoned_and_re_signed_are_400_and_store_nothing(daemon):
+    """Lone surrogates, deep nesting, non-finite and oversized numbers, anywhere in a body
+    a route takes: refused at the edge (before the fix: 500s, and rows stored)."""
+    daemon.install()
+    result = fuzz(
+        daemon.url,
+        _row_counts,
+        examples=150,
+        seed_value=15,
+        signed_share=1.0,
+        secret="sim-secret",
+        kinds=("poisoned",),
+    )
+    assert result.refused > 120, result.describe()  # the rest were PUTs: 405
+    assert set(result.statuses) <= {400, 405}, result.describe()
 
 
 @pytest.mark.parametrize("auth", [True, "token", ["token"]])
