@@ -5,9 +5,12 @@ IDs may arrive as numbers or strings (normalised to str); the time zone may sit 
 carry a stale copy as `env`, which we ignore).
 """
 
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class BadRequest(ValueError):
@@ -16,6 +19,12 @@ class BadRequest(ValueError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+def storable_text(text: str) -> bool:
+    """Whether `text` is made of Unicode scalar values only. A lone surrogate (what JSON's
+    `"\\ud800"` decodes to) cannot be encoded as UTF-8: SQLite, logs and Proxy raise on it."""
+    return _SURROGATE.search(text) is None
 
 
 def as_id(value: Any) -> str | None:

@@ -3,7 +3,7 @@
 import re
 from dataclasses import dataclass
 
-from daemon.envoy_request import BadRequest, as_id
+from daemon.envoy_request import BadRequest, as_id, storable_text
 from daemon.settings import as_bool
 from daemon.times import parse_instant
 
@@ -14,9 +14,10 @@ MAX_PHOTO_URL = 255  # Proxy refuses photo URLs of 256 characters or more
 
 def usable_email(value) -> str | None:
     """The address, lower-cased, if it looks deliverable. Longer than RFC 5321 allows is
-    not: the cap also keeps `_EMAIL`'s backtracking short (quadratic in the length)."""
+    not (the cap also keeps `_EMAIL`'s backtracking short: it is quadratic in the length),
+    nor one that cannot be stored (Envoy's user API is read with Python's json too)."""
     text = value.strip() if isinstance(value, str) else ""
-    if len(text) <= MAX_EMAIL and _EMAIL.match(text):
+    if len(text) <= MAX_EMAIL and _EMAIL.match(text) and storable_text(text):
         return text.lower()
     return None
 

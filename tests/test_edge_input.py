@@ -174,6 +174,11 @@ def test_an_address_longer_than_rfc_5321_allows_is_not_usable():
     assert usable_email(f" {'a' * 64}@{'b' * 181}.Example ") == f"{'a' * 64}@{'b' * 181}.example"
 
 
+def test_an_address_that_cannot_be_stored_is_not_usable():
+    """Employee emails come from Envoy's user API, parsed with Python's json too."""
+    assert usable_email("ann\ud800@example.com") is None
+
+
 def test_a_pathological_email_is_answered_at_once_not_after_a_minute(daemon):
     """Before: the email pattern backtracked quadratically, ~1 min of CPU for this body."""
     body = _entry(daemon)

@@ -16,7 +16,7 @@ import math
 import re
 from itertools import accumulate
 
-from daemon.envoy_request import BadRequest
+from daemon.envoy_request import BadRequest, storable_text
 
 MAX_DEPTH = 64
 _INT_LIMIT = 2**63  # SQLite's INTEGER is signed 64-bit
@@ -24,7 +24,6 @@ _INT_DIGITS = len(str(_INT_LIMIT))  # checked before int() parses a long string
 
 _ESCAPE = re.compile(r"\\.", re.DOTALL)
 _STRING = re.compile(r'"[^"]*"')
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _BRACKET = re.compile(r"[][{}]")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
@@ -68,11 +67,11 @@ def _check_text(body) -> None:
     while stack:
         value, where = stack.pop()
         if isinstance(value, str):
-            if _SURROGATE.search(value):
+            if not storable_text(value):
                 raise BadRequest(f"{_where(where)} is not valid Unicode text (a lone surrogate)")
         elif isinstance(value, dict):
             for key, inner in value.items():
-                if _SURROGATE.search(key):
+                if not storable_text(key):
                     raise BadRequest(f"a key in {_where(where)} is not valid Unicode text")
                 stack.append((inner, (*where, key)))
         elif isinstance(value, list):
