@@ -37,6 +37,7 @@ INSTALL_HEADERS = [
     "LAST ERROR",
 ]
 CELL_WIDTH = 40
+ADMIN_PROXY_BUDGET = 3.0
 # Bidirectional overrides can make a terminal show text other than what is stored.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -388,8 +389,8 @@ def _revoke(args, cfg) -> int:
         )
         return EXIT_QUEUED
     ctx = Context.build(cfg, SecretBox.from_key_file(cfg.key_file))
-    # As long as a webhook would wait for Proxy: an admin at a prompt should not wait longer.
-    inline = dataclasses.replace(ctx, proxy=ctx.proxy.limited(max(1.0, cfg.inline_budget)))
+    # An admin at a prompt waits a few seconds at most; the daemon finishes what remains.
+    inline = dataclasses.replace(ctx, proxy=ctx.proxy.limited(ADMIN_PROXY_BUDGET))
     try:
         claimed = outbox.claim_one(action.id, now)
         if claimed is not None:

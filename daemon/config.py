@@ -81,21 +81,11 @@ OPTIONS: tuple[Option, ...] = (
         minimum=1024,
     ),
     Option(
-        "inline_budget",
-        "ENVOY_PROXY_INLINE_BUDGET",
-        3.0,
-        "Seconds a webhook may spend calling Proxy before answering 202 and finishing later;"
-        " 0: answer 202 once the event is stored, plan it in the background (fastest intake).",
-        type=float,
-        minimum=0.0,
-        maximum=20.0,
-    ),
-    Option(
         "threads",
         "ENVOY_PROXY_THREADS",
         16,
-        "Threads answering requests. Concurrent webhooks share one commit, so match the"
-        " deliveries Envoy sends at once (BENCHMARKS.md §1).",
+        "Threads answering requests; a webhook holds one only while it is stored (Proxy is"
+        " called by the runner, never while Envoy waits).",
         type=int,
         minimum=2,
         maximum=32,

@@ -37,10 +37,12 @@ PURPOSE_FAILED = f"{PURPOSE} purpose not registered"
 # -- shared helpers (the dropdowns use them too) ---------------------------------------------
 
 
+SETUP_PROXY_BUDGET = 3.0
+
+
 def proxy_budget(ctx) -> float:
-    """How long a setup call waits for Proxy: a person is waiting in Envoy's dashboard, so
-    the same small budget as an event's inline work (at least 1 s)."""
-    return max(1.0, float(ctx.config.inline_budget))
+    """How long a setup call waits for Proxy: a person is waiting in Envoy's dashboard."""
+    return SETUP_PROXY_BUDGET
 
 
 def proxy_failure(error: ProxyError) -> BadRequest:

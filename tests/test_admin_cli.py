@@ -181,8 +181,6 @@ def _cli_settings(daemon):
         cfg.key_file,
         "--proxy-api-url",
         cfg.proxy_api_url,
-        "--inline-budget",
-        "1",
     ]
 
 
