@@ -201,6 +201,20 @@ def poisoned(draw, template: dict) -> dict:
 
 
 MUTATIONS = {"mutated": mutated, "confused": confused, "poisoned": poisoned}
+WRONG_TYPES = (None, True, 0, -1, 2**63 - 1, 1.5, "", "x", [], {}, ["x"], {"id": "x"})
+
+
+def retyped(template: dict):
+    """(path, value, body): the template with one member of another type, for every member
+    at any depth and every type of WRONG_TYPES; the systematic twin of `confused`."""
+    for where in [p for p in _leaf_paths(template) if p]:
+        for value in WRONG_TYPES:
+            body = json.loads(json.dumps(template))
+            parent = body
+            for step in where[:-1]:
+                parent = parent[step]
+            parent[where[-1]] = value
+            yield where, value, body
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 import db
-from bench.fuzz import TABLES, fuzz
+from bench.fuzz import TABLES, TEMPLATES, fuzz, retyped
 from sandbox.envoy import route_body
 
 
@@ -49,3 +49,25 @@ def test_a_meta_auth_that_is_not_an_object_is_a_4xx_not_a_500(daemon, auth):
     body["meta"]["auth"] = auth
     answer = daemon.send(body, path="/envoy/options/flows")
     assert answer.status_code < 500, json.dumps(answer.json())
+
+
+def _fresh(body: dict, where: tuple, number: int) -> dict:
+    """A job id and an entry id of its own (unless one is the member retyped), so that the
+    body is planned, not answered as a duplicate of the first."""
+    job = body["meta"].get("job") if isinstance(body.get("meta"), dict) else None
+    if isinstance(job, dict) and where != ("meta", "job", "id"):
+        job["id"] = f"sweep-{number}"
+    if isinstance(body.get("payload"), dict) and where != ("payload", "id"):
+        body["payload"]["id"] = f"sweep-{number}"
+    return body
+
+
+def test_every_member_of_a_sign_in_with_any_other_type_is_answered_below_500(daemon):
+    """Every member of a valid sign-in, at any depth, given each of WRONG_TYPES in turn,
+    re-signed, to both routes that take a sign-in."""
+    daemon.install()
+    routes, template = TEMPLATES[0]
+    for number, (where, value, body) in enumerate(retyped(template)):
+        for path in routes:
+            answer = daemon.send(_fresh(body, where, number), path=path)
+            assert answer.status_code < 500, (path, where, value, answer.text)
