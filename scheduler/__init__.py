@@ -101,8 +101,11 @@ class Alarm:
             self._fire, "interval", days=1, id=_DUE_JOB, max_instances=4, next_run_time=None
         )
         self._scheduler.start()
-        self._started_at = time.monotonic()
-        self.rearm(next_due)
+        with self._lock:
+            self._started_at = time.monotonic()
+            # Asked for before the start (the catch-up's workers re-arm as they finish).
+            early, self._armed_at = self._armed_at, None
+        self.rearm(min((t for t in (next_due, early) if t is not None), default=None))
 
     def rearm(self, at: int | None) -> None:
         """Make sure the timer goes off no later than `at` (epoch seconds)."""
@@ -112,6 +115,8 @@ class Alarm:
             if self._stopping or (self._armed_at is not None and self._armed_at <= at):
                 return
             self._armed_at = at
+            if self._started_at is None:
+                return  # no job to move yet: start() arms for it
             when = datetime.fromtimestamp(at, UTC)
             # Under the lock: two re-arms must not reorder their moves.
             self._scheduler.modify_job(_DUE_JOB, next_run_time=when)

@@ -57,6 +57,21 @@ def test_rearm_only_moves_the_timer_earlier(alarm_factory):
     assert alarm.next_due == now + 60
 
 
+def test_a_rearm_during_the_catch_up_before_start_still_fires_after_start(alarm_factory):
+    """Found by the crash campaign: the catch-up's workers re-arm before the alarm starts;
+    that re-arm failed half-way, left the timer marked armed, and every re-arm after the start
+    was ignored until the sweep (a sign-out's revoke ran 30 s late)."""
+    work = FakeWork()
+    alarm = alarm_factory(work)
+    now = int(time.time())
+    alarm.rearm(now - 1)  # a catch-up worker finishing
+    alarm.start(next_due=now + 3600)
+    assert work.called.wait(5), "the earlier instant asked for before the start is armed"
+    work.called.clear()
+    alarm.rearm(int(time.time()))  # a webhook's due work, after the start
+    assert work.called.wait(5)
+
+
 def test_the_scheduler_holds_two_jobs_whatever_the_pending_work(alarm_factory):
     work = FakeWork()
     alarm = alarm_factory(work)
