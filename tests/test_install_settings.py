@@ -188,3 +188,28 @@ def test_an_event_under_an_absurd_config_is_412_and_stores_nothing(daemon):
     with db.database.connection_context():
         assert db.Event.select().count() == 0 and db.Grant.select().count() == 0
         assert db.Install.get_by_id("install-1").config == daemon.config
+
+
+def test_an_event_under_a_stored_absurd_config_is_412_and_stores_nothing(daemon):
+    daemon.install(access_duration_minutes=ABSURD)
+    body = daemon.entry(
+        entry_id="e-1",
+        full_name="Ada",
+        email="ada@example.com",
+        flow_id="flow-visitor",
+        signed_in_at=db.now_epoch(),
+        config={},  # Envoy sent none: the stored snapshot is the install's config
+    )
+    answer = daemon.send(body)
+    assert answer.status_code == 412, answer.text
+    assert "access_duration_minutes" in answer.json()["message"]
+    with db.database.connection_context():
+        assert db.Event.select().count() == 0 and db.Grant.select().count() == 0
+
+
+def test_endings_still_reach_proxy_under_a_stored_absurd_config(daemon):
+    """Revoking goes through the install's Proxy client: it must not refuse the config."""
+    daemon.install(access_duration_minutes=ABSURD)
+    with db.database.connection_context():
+        install = db.Install.get_by_id(daemon.install_id)
+    assert daemon.ctx.proxy.client(install).site_id == daemon.config["proxy_site_id"]
