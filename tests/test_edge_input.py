@@ -42,6 +42,7 @@ def test_a_lone_surrogate_anywhere_is_refused_naming_where(raw, where):
 
 def test_a_surrogate_pair_is_an_ordinary_character():
     assert parse_body(rb'{"name": "Ann \ud83d\ude00"}') == {"name": "Ann \U0001f600"}
+    assert parse_body(rb'{"text": "\\ud800"}') == {"text": "\\ud800"}  # an escaped backslash
 
 
 def test_nesting_up_to_the_limit_parses_and_beyond_is_refused():
