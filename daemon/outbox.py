@@ -80,9 +80,7 @@ def claim_one(action_id: int, now: int) -> Action | None:
     with database.atomic():
         action = Action.select().where(_due(now) & (Action.id == action_id)).first()
         if action is not None:
-            Action.update(claimed_until=now + LEASE_SECONDS).where(
-                Action.id == action_id
-            ).execute()
+            Action.update(claimed_until=now + LEASE_SECONDS).where(Action.id == action_id).execute()
     return action
 
 

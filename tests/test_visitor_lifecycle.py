@@ -164,13 +164,17 @@ def test_invite_updated_moves_the_window_and_removed_cancels_it(daemon):
     daemon.deliver(daemon.invite(expected_arrival=arrival, **invite))
     later = arrival + 7200
     assert (
-        daemon.deliver(daemon.invite("invite_updated", expected_arrival=later, **invite)).status_code
+        daemon.deliver(
+            daemon.invite("invite_updated", expected_arrival=later, **invite)
+        ).status_code
         == 200
     )
     [grant] = daemon.grants()
     assert (grant.starts_at, grant.ends_at) == (later, later + 240 * 60)
     assert (
-        daemon.deliver(daemon.invite("invite_removed", expected_arrival=later, **invite)).status_code
+        daemon.deliver(
+            daemon.invite("invite_removed", expected_arrival=later, **invite)
+        ).status_code
         == 200
     )
     [grant] = daemon.grants()
