@@ -10,9 +10,10 @@ Envoy resends a delivery that got no 2xx/4xx answer, up to 5 times (Envoy spread
 still have been committed (the answer was lost): the oracle replays it where the lane sent it
 when the inbox holds its job id.
 
-With an inline budget of 0 the daemon answers 202 once a delivery is on disk and plans it
-later in the background: the drain then also waits for the inbox's unplanned deliveries, and
-every stored job must end with a final Envoy job update (done, ignored or failed).
+The daemon plans and stores each event in one transaction and answers at once: an event
+whose Proxy work is due now is answered 202, and its final outcome reaches Envoy as a job
+update once that work is done. Every job answered 202 must end with exactly one final job
+update (done, ignored or failed); the drain also waits for quarantined deliveries.
 """
 
 import contextlib
@@ -195,11 +196,12 @@ class Delivery:
 @dataclass
 class Sent:
     """What Envoy saw: per lane, each event once, in sending order, with the time of its first
-    answer and whether it got one (False: Envoy gave up)."""
+    answer and whether it got one (False: Envoy gave up); and every status each job got."""
 
     accepted: list[list[tuple[Event, float, bool]]] = field(default_factory=list)
     given_up: list[Event] = field(default_factory=list)
     statuses: Counter = field(default_factory=Counter)
+    answers: dict[str, set[int]] = field(default_factory=dict)
     attempts: int = 0
     elapsed: float = 0.0
 
@@ -210,6 +212,17 @@ class Sent:
     @property
     def jobs(self) -> set[str]:
         return {event.job_id for lane in self.accepted for event, _, _ in lane}
+
+    @property
+    def accepted_later(self) -> set[str]:
+        """Jobs answered 202 by any delivery: each is owed a final job update."""
+        return {job for job, statuses in self.answers.items() if 202 in statuses}
+
+    def record(self, job_id: str, status: int | None) -> None:
+        self.attempts += 1
+        self.statuses[status or "no answer"] += 1
+        if status is not None:
+            self.answers.setdefault(job_id, set()).add(status)
 
 
 class Envoy:
@@ -226,21 +239,23 @@ class Envoy:
         except (OSError, http.client.HTTPException):
             return None
 
+    def _post_twin(self, event: Event, sent: Sent) -> None:
+        status = self._post(KeepAlive(self.url, timeout=30), event)
+        with self._lock:
+            sent.record(event.job_id, status)
+
     def _deliver(self, conn: KeepAlive, delivery: Delivery, sent: Sent) -> int | None:
         """One delivery with Envoy's retries; the status that ended it, None if given up."""
         for attempt in range(self.retries + 1):
             twin = None
             if delivery.together:
-                twin = threading.Thread(
-                    target=lambda: self._post(KeepAlive(self.url, timeout=30), delivery.event)
-                )
+                twin = threading.Thread(target=self._post_twin, args=(delivery.event, sent))
                 twin.start()
             status = self._post(conn, delivery.event)
             if twin is not None:
                 twin.join()
             with self._lock:
-                sent.attempts += 1
-                sent.statuses[status or "no answer"] += 1
+                sent.record(delivery.event.job_id, status)
             if status is not None and status < 500:
                 return status
             time.sleep(self.backoff * 2**attempt)
@@ -309,16 +324,21 @@ def outbox_backlog(state: Path) -> tuple[int, int]:
         return due, dead
 
 
-def unplanned(state: Path) -> int:
-    """Deliveries in the inbox not planned yet (stored raw, answered 202 at budget 0)."""
+def quarantined(state: Path) -> int:
+    """Deliveries stored unplanned after their planning failed, waiting for a retry."""
     with daemon_db(state) as db:
         return db.Event.select().where(db.Event.body.is_null(False)).count()
 
 
+def jobs_waiting(state: Path) -> int:
+    """Jobs answered 202 that still wait for their grant's due work (no job update yet)."""
+    with daemon_db(state) as db:
+        return db.JobWait.select().count()
+
+
 def work_left(state: Path) -> int:
-    """Deliveries not planned yet plus actions due and not done. The deliveries are counted
-    first: planning writes a delivery's actions in the transaction that marks it planned."""
-    return unplanned(state) + outbox_backlog(state)[0]
+    """Quarantined deliveries plus actions due and not done (job updates included)."""
+    return quarantined(state) + outbox_backlog(state)[0]
 
 
 FINAL_JOB_STATUSES = ("done", "ignored", "failed")
@@ -332,73 +352,46 @@ class JobUpdates:
 
     owed: int  # jobs that must end with a final update
     missing: list[str]  # owed jobs without a final update sent
-    # Of `missing`, where the outbox shows why:
-    alone: list[str]  # jobs of one-event visits: no other job shares their work
-    waiting_later: list[str]  # named by an issue/revoke not due yet (their work moved ahead)
-    dropped: list[str]  # named by an issue/revoke that finished without reporting to them
+    waiting: list[str]  # of `missing`: still waiting for their grant's due work (JobWait)
     dead: int  # job updates given up after their retries
     statuses: Counter  # final statuses sent, one per job (the last sent)
-    repeated: int  # jobs updated with a final status more than once (at-least-once delivery)
+    repeated: int  # owed jobs told a final status more than once
 
     @property
     def ok(self) -> bool:
-        return not self.missing and self.dead == 0
-
-    @property
-    def unexplained(self) -> list[str]:
-        """Missing jobs that neither a later start nor a finished action accounts for."""
-        return sorted(set(self.missing) - set(self.waiting_later) - set(self.dropped))
+        return not self.missing and self.dead == 0 and self.repeated == 0
 
     def describe(self) -> str:
         return (
             f"{self.owed} jobs owed a final job update, {self.owed - len(self.missing)} got one "
-            f"{dict(self.statuses)}, {len(self.missing)} never finished ({len(self.alone)} of "
-            f"one-event visits; {len(self.waiting_later)} wait for work moved ahead, "
-            f"{len(self.dropped)} named by work done without them, {len(self.unexplained)} "
-            f"neither), {self.dead} updates given up, {self.repeated} jobs updated twice or more"
+            f"{dict(self.statuses)}, {len(self.missing)} never finished ({len(self.waiting)} "
+            f"still waiting for their work), {self.dead} updates given up, {self.repeated} "
+            f"jobs updated twice or more"
         )
 
 
-def _waiting_jobs(payload: dict) -> list[str]:
-    """The jobs an issue or revoke action reports to (`jobs`; `job_id` before 86d7d25)."""
-    return list(payload.get("jobs") or []) + ([payload["job_id"]] if payload.get("job_id") else [])
-
-
-def job_updates(state: Path, every_job: bool, visits: list[list[Event]] = ()) -> JobUpdates:
-    """Which stored jobs got a final Envoy job update. `every_job`: every job in the inbox is
-    owed one (budget 0: each was answered 202 before it was planned); else only the jobs whose
-    stored answer is 202 (the webhook gave up waiting for Proxy). `visits`: the stories sent,
-    to tell the jobs of one-event visits apart."""
-    alone = {story[0].job_id for story in visits if len(story) == 1}
-    now = int(time.time())
+def job_updates(state: Path, accepted_later: set[str]) -> JobUpdates:
+    """Which jobs got a final Envoy job update. Owed one: every job answered 202
+    (`accepted_later`, as Envoy saw the answers) and every job the daemon still keeps waiting
+    (answered 202, the answer perhaps lost in a crash)."""
     with daemon_db(state) as db:
-        query = db.Event.select(db.Event.job_id)
-        if not every_job:
-            query = query.where(db.Event.status == 202)
-        owed = {job_id for (job_id,) in query.tuples()}
+        waiting = {job_id for (job_id,) in db.JobWait.select(db.JobWait.job_id).tuples()}
         final: dict[str, list[str]] = {}
-        later, finished = set(), set()
         dead = 0
-        for action in db.Action.select(
-            db.Action.kind, db.Action.payload, db.Action.outcome, db.Action.done, db.Action.due_at
-        ):
-            if action.kind != "job_update":
-                if not action.done and action.due_at > now:
-                    later.update(_waiting_jobs(action.payload))
-                elif action.done:
-                    finished.update(_waiting_jobs(action.payload))
-                continue
+        updates = db.Action.select(db.Action.payload, db.Action.outcome).where(
+            db.Action.kind == "job_update"
+        )
+        for action in updates:
             dead += action.outcome == "dead"
             status = action.payload.get("status")
             if action.outcome == "done" and status in FINAL_JOB_STATUSES:
                 final.setdefault(action.payload.get("job_id"), []).append(status)
+    owed = accepted_later | waiting
     missing = owed - final.keys()
     return JobUpdates(
         owed=len(owed),
         missing=sorted(missing),
-        alone=sorted(missing & alone),
-        waiting_later=sorted(missing & later),
-        dropped=sorted(missing & finished - later),
+        waiting=sorted(missing & waiting),
         dead=dead,
         statuses=Counter(final[job][-1] for job in owed & final.keys()),
         repeated=sum(1 for job in owed if len(final.get(job, ())) > 1),
@@ -418,8 +411,7 @@ def moved_before_issue(state: Path, at: float) -> set[str]:
     """Emails of grants still pending with a start after `at`. Where the oracle wants them
     active, a started window was moved ahead (an invite's late copy overtaken by a later event
     of the visit) before its issue ran, so it kept no start. The oracle takes a started window
-    as issued: true at a budget > 0 with a healthy Proxy (issued before the answer), a race at
-    budget 0 (issued after planning)."""
+    as issued; the daemon issues after its answer, so whether the move came first is a race."""
     with daemon_db(state) as db:
         grants = db.Grant.select(db.Grant.email).where(
             (db.Grant.state == "pending") & (db.Grant.starts_at > at)
@@ -442,7 +434,7 @@ class Verdict:
     persons: int
     expected_active: int
     jobs: JobUpdates
-    # Differences the rules allow either way at budget 0 (see `moved_before_issue`).
+    # Differences the rules allow either way (see `moved_before_issue`).
     explained: list[str] = field(default_factory=list)
 
     @property
@@ -467,14 +459,12 @@ def settle_and_compare(
     daemon: Daemon,
     sandbox: SandboxClient,
     oracle: Oracle,
+    accepted_later: set[str],
     drain_timeout: float = 120,
-    every_job_updated: bool = False,
-    visits: list[list[Event]] = (),
 ) -> Verdict:
-    """Wait until every delivery is planned and nothing due is left in the outbox, then
-    compare Proxy with the oracle. The verdict also requires a final Envoy job update for
-    every job owed one: each job stored with a 202, or with `every_job_updated` (budget 0)
-    every job in the inbox. `visits`: the stories sent."""
+    """Wait until no quarantined delivery and nothing due is left in the outbox, then compare
+    Proxy with the oracle. The verdict also requires exactly one final Envoy job update for
+    every job answered 202 (`accepted_later`)."""
     began = time.monotonic()
     drained = wait_for(lambda: work_left(daemon.state) == 0, drain_timeout, 0.25)
     drain_seconds = time.monotonic() - began
@@ -493,11 +483,9 @@ def settle_and_compare(
         else p
         for p in problems
     ]
-    # At budget 0 a window moved ahead before its issue ran keeps no start: the rules want it
-    # pending, the oracle (which takes a started window as issued) active. Both are right.
+    # A window moved ahead before its issue ran keeps no start: the rules want it pending,
+    # the oracle (which takes a started window as issued) active. Both are right.
     explained = [p for p in problems if p.startswith("moved-before-issue:")]
-    if not every_job_updated:
-        explained = []
     expected = oracle.expected(at)
     return Verdict(
         problems=[p for p in problems if p not in explained],
@@ -507,21 +495,20 @@ def settle_and_compare(
         dead_revokes=outbox_backlog(daemon.state)[1],
         persons=len(persons),
         expected_active=sum(1 for tags in expected.values() if tags is not None),
-        jobs=job_updates(daemon.state, every_job=every_job_updated, visits=visits),
+        jobs=job_updates(daemon.state, accepted_later),
     )
 
 
 @dataclass
 class World:
     """What a campaign runs in: the sandbox, the simulator, the stories and the daemon (not
-    started), with its state in `state` and an inline budget."""
+    started), with its state in `state`."""
 
     sandbox: SandboxClient
     stories: Stories
     story_list: list[list[Event]]
     state: Path
     daemon: Daemon
-    inline_budget: float
 
     @property
     def events(self) -> int:
@@ -532,14 +519,13 @@ class World:
         inbox = inbox_jobs(self.state)
         oracle = replay(sent, self.stories.employees, inbox)
         verdict = settle_and_compare(
-            self.daemon, self.sandbox, oracle, every_job_updated=self.inline_budget == 0,
-            visits=self.story_list, **options,
-        )  # fmt: skip
+            self.daemon, self.sandbox, oracle, sent.accepted_later, **options
+        )
         return inbox, verdict
 
 
 @contextlib.contextmanager
-def world(work: Path, seed: int, tag: str, events: int, inline_budget: float, sandbox=None):
+def world(work: Path, seed: int, tag: str, events: int, sandbox=None):
     """A World for one campaign; `sandbox`: one already running (else a process is started).
     Everything it started is stopped at the end."""
     own_sandbox = sandbox is None
@@ -550,21 +536,11 @@ def world(work: Path, seed: int, tag: str, events: int, inline_budget: float, sa
     sandbox.seed_persons(stories.employees)
     state = work / "state"
     prepare_install(state, **CAMPAIGN_CONFIG)
-    daemon = Daemon(state, sandbox.url, envoy.url, ENVOY_PROXY_INLINE_BUDGET=inline_budget)
+    daemon = Daemon(state, sandbox.url, envoy.url)
     try:
-        yield World(sandbox, stories, story_list, state, daemon, inline_budget)
+        yield World(sandbox, stories, story_list, state, daemon)
     finally:
         daemon.stop()
         envoy.stop()
         if own_sandbox:
             sandbox.stop()
-
-
-def add_budget_argument(parser, default: float) -> None:
-    """`--inline-budget`: the daemon's ENVOY_PROXY_INLINE_BUDGET for this campaign."""
-    parser.add_argument(
-        "--inline-budget",
-        type=float,
-        default=default,
-        help="ENVOY_PROXY_INLINE_BUDGET of the daemon (0: store, answer 202, plan later)",
-    )

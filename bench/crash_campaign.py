@@ -4,13 +4,12 @@ Envoy resends what got no answer (up to 5 times). The SIGKILLs go on after the l
 while the daemon still has background work (deliveries to plan, due actions), for at most
 `chaos_after` seconds. After a last restart and a drained outbox, Proxy must hold exactly what
 the oracle computes from the events: zero lost (every answered event is in the inbox, every
-due change made), zero duplicated persons. With `--inline-budget 0` the webhook only stores
-deliveries and the scheduler plans them: crashes then also fall between storing and planning,
-and every stored job must end with a final Envoy job update. `pace`: seconds a lane waits
-between deliveries (unpaced, the events are all in within seconds, at budget 0 within one:
-the SIGKILLs would fall mostly after them).
+due change made), zero duplicated persons, and every job answered 202 told its final outcome
+by exactly one job update (crashes also fall between a 202 and its job update). `pace`:
+seconds a lane waits between deliveries (unpaced, the events are all answered within a
+second or two: the SIGKILLs would fall mostly after them).
 
-    python -m bench.crash_campaign [--events 1000] [--seed 1] [--inline-budget 3] [--pace S]
+    python -m bench.crash_campaign [--events 1000] [--seed 1] [--pace S]
 """
 
 import argparse
@@ -27,9 +26,8 @@ from bench.campaign import (
     Delivery,
     Envoy,
     Verdict,
-    add_budget_argument,
+    jobs_waiting,
     lanes_of,
-    unplanned,
     work_left,
     world,
 )
@@ -48,14 +46,13 @@ class CrashResult:
     kills: int
     given_up: int  # deliveries Envoy stopped retrying (the daemon was down at every try)
     kills_after_send: int  # of `kills`: during the background work after the last answer
-    kills_unplanned: int  # of `kills`: with stored deliveries not planned yet (budget 0)
+    kills_waiting: int  # of `kills`: with jobs answered 202 still owed their job update
     answered: int
     lost: int  # answered, yet not in the inbox
     inbox: int
     strays: int  # in the inbox, yet never sent
     verdict: Verdict
     seconds: float
-    inline_budget: float
 
     @property
     def ok(self) -> bool:
@@ -63,9 +60,9 @@ class CrashResult:
 
     def describe(self) -> str:
         return (
-            f"{self.events} events, inline budget {self.inline_budget:g} s, {self.kills} "
-            f"SIGKILLs ({self.kills_after_send} after the last answer, {self.kills_unplanned} "
-            f"with deliveries not planned yet), {self.seconds:.0f} s; "
+            f"{self.events} events, {self.kills} SIGKILLs ({self.kills_after_send} after the "
+            f"last answer, {self.kills_waiting} with jobs owed a job update), "
+            f"{self.seconds:.0f} s; "
             f"{self.answered} answered, {self.given_up} given up by Envoy after 6 tries, "
             f"{self.inbox} in the inbox, {self.lost} answered but lost; {self.verdict.describe()}"
         )
@@ -86,23 +83,22 @@ def run(
     kill_every: tuple[float, float] = (1.0, 3.0),
     lanes: int = 16,
     sandbox: SandboxClient | None = None,
-    inline_budget: float = 3,
     chaos_after: float = 60,
     pace: float = 0.0,
 ) -> CrashResult:
     """One campaign in `work`; `sandbox`: an already running one (else a process is started)."""
     rng = random.Random(seed)
     stop = threading.Event()
-    kills = kills_unplanned = 0
-    with world(work, seed, "crash", events, inline_budget, sandbox) as w:
+    kills = kills_waiting = 0
+    with world(work, seed, "crash", events, sandbox) as w:
         daemon = w.daemon
 
         def killer() -> None:
-            nonlocal kills, kills_unplanned
+            nonlocal kills, kills_waiting
             while not stop.wait(rng.uniform(*kill_every)):
                 daemon.kill()
                 kills += 1
-                kills_unplanned += _read(unplanned, w.state) > 0  # as the crash left the inbox
+                kills_waiting += _read(jobs_waiting, w.state) > 0  # as the crash left them
                 daemon.start()
 
         began = time.monotonic()
@@ -113,7 +109,7 @@ def run(
             lane_list = [[Delivery(e) for e in lane] for lane in lanes_of(w.story_list, lanes, rng)]
             sent = Envoy(daemon.url, pace=pace).send(lane_list)
             kills_at_last_answer = kills
-            # Planning (all of it at budget 0) and the outbox go on after the last answer.
+            # The due work and the job updates go on after the last answer.
             wait_for(lambda: _read(work_left, w.state) == 0, chaos_after, 0.1)
             stop.set()
             chaos.join()
@@ -126,7 +122,7 @@ def run(
         events=w.events,
         kills=kills,
         kills_after_send=kills - kills_at_last_answer,
-        kills_unplanned=kills_unplanned,
+        kills_waiting=kills_waiting,
         given_up=len(sent.given_up),
         answered=len(sent.answered_jobs),
         lost=len(sent.answered_jobs - inbox),
@@ -134,7 +130,6 @@ def run(
         strays=len(inbox - sent.jobs),
         verdict=verdict,
         seconds=time.monotonic() - began,
-        inline_budget=inline_budget,
     )
 
 
@@ -142,22 +137,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.crash_campaign", description=__doc__)
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
-    add_budget_argument(parser, default=3)
     parser.add_argument(
         "--pace",
         type=float,
-        help="seconds between a lane's deliveries (default 0.5 at budget 0, else 0.3: the "
-        "deliveries span 30-40 s and some 20 SIGKILLs fall among them)",
+        default=0.5,
+        help="seconds between a lane's deliveries (default 0.5: the deliveries span 30-40 s "
+        "and some 20 SIGKILLs fall among them)",
     )
     args = parser.parse_args(argv)
-    pace = args.pace if args.pace is not None else (0.5 if args.inline_budget == 0 else 0.3)
-    print_header(
-        f"crash campaign: {args.events} events, SIGKILL every 1-3 s, "
-        f"inline budget {args.inline_budget:g} s, pace {pace:g} s"
-    )
+    print_header(f"crash campaign: {args.events} events, SIGKILL every 1-3 s, pace {args.pace:g} s")
     verdicts = Verdicts()
     with workdir("crash") as work:
-        result = run(work, args.events, args.seed, inline_budget=args.inline_budget, pace=pace)
+        result = run(work, args.events, args.seed, pace=args.pace)
     print(f"   {result.describe()}")
     verdicts.check(
         "converges to the oracle: zero lost, zero duplicated", result.ok, result.describe()

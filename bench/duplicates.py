@@ -3,11 +3,10 @@
 Envoy may deliver a job more than once (retries, replays) and deliveries may overtake each
 other (a sign-out before its sign-in). Some copies are sent at the same moment from two
 connections. Proxy must end up as the oracle computes from the order the daemon first saw
-each job; the inbox holds each job once; no person is duplicated. With `--inline-budget 0`
-the copies of a job meet a stored delivery that may not be planned yet, and every stored job
-must end with a final Envoy job update.
+each job; the inbox holds each job once; no person is duplicated; a job answered 202 (to any
+of its copies) is told its final outcome by exactly one job update.
 
-    python -m bench.duplicates [--events 1000] [--seed 2] [--window 12] [--inline-budget 3]
+    python -m bench.duplicates [--events 1000] [--seed 2] [--window 12]
 """
 
 import argparse
@@ -21,7 +20,6 @@ from bench.campaign import (
     Delivery,
     Envoy,
     Verdict,
-    add_budget_argument,
     lanes_of,
     world,
 )
@@ -42,7 +40,6 @@ class DuplicateResult:
     inbox: int
     verdict: Verdict
     seconds: float
-    inline_budget: float
     statuses: dict
 
     @property
@@ -52,7 +49,7 @@ class DuplicateResult:
     def describe(self) -> str:
         return (
             f"{self.events} events as {self.deliveries} deliveries ({self.together} sent twice "
-            f"at once), inline budget {self.inline_budget:g} s, {self.seconds:.0f} s; answers "
+            f"at once), {self.seconds:.0f} s; answers "
             f"{self.statuses}; {self.answered_jobs} jobs answered, {self.inbox} in the inbox; "
             f"{self.verdict.describe()}"
         )
@@ -78,10 +75,9 @@ def run(
     window: int = 12,
     lanes: int = 16,
     sandbox: SandboxClient | None = None,
-    inline_budget: float = 3,
 ) -> DuplicateResult:
     rng = random.Random(seed)
-    with world(work, seed, "dup", events, inline_budget, sandbox) as w:
+    with world(work, seed, "dup", events, sandbox) as w:
         began = time.monotonic()
         w.daemon.start().wait_ready()
         lane_list = [
@@ -97,7 +93,6 @@ def run(
         inbox=len(inbox),
         verdict=verdict,
         seconds=time.monotonic() - began,
-        inline_budget=inline_budget,
         statuses=dict(sent.statuses),
     )
 
@@ -107,15 +102,11 @@ def main(argv=None) -> int:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--window", type=int, default=12)
-    add_budget_argument(parser, default=3)
     args = parser.parse_args(argv)
-    print_header(
-        f"duplicates and order: {args.events} events, 1-6 copies, window {args.window}, "
-        f"inline budget {args.inline_budget:g} s"
-    )
+    print_header(f"duplicates and order: {args.events} events, 1-6 copies, window {args.window}")
     verdicts = Verdicts()
     with workdir("duplicates") as work:
-        result = run(work, args.events, args.seed, args.window, inline_budget=args.inline_budget)
+        result = run(work, args.events, args.seed, args.window)
     print(f"   {result.describe()}")
     verdicts.check("converges to the oracle, each job once", result.ok, result.describe())
     return verdicts.exit_code()
