@@ -1,9 +1,13 @@
 """The real daemon whose start-up catch-up raises: it serves, says 503 and why, and does not
 exit (it used to exit 1 into a systemd restart loop); once the cause is gone it is healthy."""
 
+import contextlib
 import signal
+import socket
 import sqlite3
+import tempfile
 import time
+from pathlib import Path
 
 import requests
 
@@ -35,6 +39,33 @@ def _healthz_until(daemon, status: int, timeout: float = 15) -> dict:
         time.sleep(0.1)
 
 
+class _Systemd:
+    """The notify socket systemd would give the daemon; collects what it is told."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="sd-")) / "notify"  # short: sun_path limit
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.sock.settimeout(0.1)
+
+    def messages(self, seconds: float) -> list[str]:
+        """Everything received within `seconds`."""
+        received, deadline = [], time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                received.append(self.sock.recv(4096).decode())
+        return received
+
+    def close(self) -> None:
+        self.sock.close()
+        self.path.unlink()
+        self.path.parent.rmdir()
+
+
+def _pings(messages: list[str]) -> int:
+    return sum("WATCHDOG=1" in m.split("\n") for m in messages)
+
+
 def test_a_daemon_whose_catch_up_fails_serves_unhealthy_and_recovers(
     start_daemon, tmp_path, proxy_sandbox
 ):
@@ -42,13 +73,25 @@ def test_a_daemon_whose_catch_up_fails_serves_unhealthy_and_recovers(
     prepare_install(state)
     path = state / "daemon.sqlite3"
     poison = _poison(path)
+    systemd = _Systemd()
+    try:
+        _serves_unhealthy_and_recovers(start_daemon, proxy_sandbox, path, poison, systemd)
+    finally:
+        systemd.close()
+
+
+def _serves_unhealthy_and_recovers(start_daemon, proxy_sandbox, path, poison, systemd):
     daemon = start_daemon(
         PROXY_API_URL=proxy_sandbox.url,
         ENVOY_PROXY_SWEEP_SECONDS="1",
-        ENVOY_PROXY_INLINE_BUDGET="0",
+        NOTIFY_SOCKET=str(systemd.path),
+        WATCHDOG_USEC="1000000",  # a ping every 0.5 s while healthy
     )
     daemon.wait_healthy()
     body = _healthz_until(daemon, 503)
+    # The watchdog says the same as /healthz: no ping while the runs fail.
+    systemd.messages(0.6)  # whatever was sent before the first failed run was seen
+    assert _pings(systemd.messages(2.0)) == 0, "the watchdog must not ping while unhealthy"
     assert body["status"] == "unhealthy"
     assert "the last run of due work failed" in body["reasons"][0]
     assert "running due work failed" in daemon.log()
@@ -79,5 +122,6 @@ def test_a_daemon_whose_catch_up_fails_serves_unhealthy_and_recovers(
     with sqlite3.connect(path) as connection:
         connection.execute("UPDATE action SET payload = '{}', done = 1 WHERE id = ?", (poison,))
     assert _healthz_until(daemon, 200)["status"] == "ok"
+    assert _pings(systemd.messages(2.0)) >= 2, "healthy again: the pings resume"
     daemon.process.send_signal(signal.SIGTERM)
     assert daemon.process.wait(timeout=15) == 0
