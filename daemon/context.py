@@ -23,8 +23,6 @@ class Context:
     runner: Runner = field(default_factory=Runner)
     # Called with an epoch after a commit that may make work due sooner (the alarm clock).
     rearm: Callable[[int | None], None] = lambda at: None
-    # True while the scheduler thread lives and swept recently (status page, watchdog).
-    scheduler_healthy: Callable[[], bool] = lambda: True
     scheduler_next_due: Callable[[], int | None] = lambda: None
     started_at: float = field(default_factory=time.time)
     # Is due work getting done, and if not why (/healthz, the watchdog, /status).
