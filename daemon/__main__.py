@@ -118,7 +118,7 @@ def _run_simulator(argv: list[str]) -> int:
 
 
 def _run_demo(argv: list[str]) -> int:
-    from daemon import demo
+    from sandbox import demo
 
     return demo.main(argv)
 

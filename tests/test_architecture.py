@@ -33,8 +33,9 @@ def _package_imports(package: str, skip: tuple[str, ...] = ()) -> dict[str, set[
         ("db", OURS - {"db"}, ()),
         ("web", {"scheduler", "sandbox"}, ()),
         ("scheduler", OURS - {"scheduler"}, ()),
-        # Only the composition root wires the web layer and the scheduler.
-        ("daemon", {"web", "scheduler"}, ("__main__.py",)),
+        # Only the composition root wires the web layer and the scheduler, and starts the
+        # sandbox's tools (the demo, the simulator) for its development commands.
+        ("daemon", {"web", "scheduler", "sandbox"}, ("__main__.py",)),
     ],
 )
 def test_package_does_not_import(package, forbidden, skip):
@@ -44,3 +45,16 @@ def test_package_does_not_import(package, forbidden, skip):
         if names & forbidden
     }
     assert offenders == {}
+
+
+def test_the_product_loads_no_sandbox_code_to_serve():
+    """`daemon/__main__.py` reaches the sandbox only inside the commands that need it: the
+    modules it imports at load time (all of them, for `serve`) never name `sandbox`."""
+    tree = ast.parse((ROOT / "daemon" / "__main__.py").read_text())
+    top_level = {
+        (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+        for node in tree.body
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert "sandbox" not in top_level
