@@ -3,9 +3,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.fixtures.daemon_process import free_port
 
 
+@pytest.mark.slow
 def test_demo_plays_the_scenario_and_the_sandbox_matches_the_rules(tmp_path):
     listen = f"127.0.0.1:{free_port()}"
     result = subprocess.run(
@@ -17,6 +20,8 @@ def test_demo_plays_the_scenario_and_the_sandbox_matches_the_rules(tmp_path):
     out = result.stdout
     for step in ("proxy-access", "site", "visitor-mapping", "protect", "customization"):
         assert f"✓ {step}" in out
-    assert "202 Proxy did not answer in time" in out  # the outage was felt
+    assert "202 → job done Proxy credential active" in out  # a sign-in, told by a job update
+    assert "202 → job pending" in out  # the outage was felt: Cleo's job waits for Proxy
+    assert "✓ every job answered 202 got its job update" in out
     assert "✓ the sandbox matches the rules" in out
     assert "failed actions 0" in out
