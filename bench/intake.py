@@ -1,18 +1,15 @@
 """Intake: signed `entry_sign_in` events from 16 keep-alive clients, against a bare baseline.
 
-(a) accept path: verified, committed, answered 202 (ENVOY_PROXY_INLINE_BUDGET=0), as events/s
-    and p50/p99, next to a bare Bottle+Waitress hello-world (same threads, same generator);
+(a) accept path: verified, planned, committed, answered 202 (the credential is issued after
+    the answer, and Envoy's job updated), as events/s and p50/p99, next to a bare
+    Bottle+Waitress hello-world (same threads, same generator);
 (b) end to end: from the first send until every visitor's grant is active and the sandbox
     holds an active person with the flow's tag, as credentials/s.
 (a) is measured as it happens, with the outbox issuing the same visitors' credentials in the
 same process, and again "alone" on a fresh daemon whose Proxy is unreachable (its outbox
 workers sleep in backoff), which isolates the webhook's own cost.
 
-`--inline-budget B` (B > 0, the daemon's default is 3) measures (b) as the daemon runs by
-default: each webhook plans and issues its own credential before it answers, and no Envoy job
-update follows. (a) is then not measured (the answers wait for Proxy).
-
-    python -m bench.intake [--events 3000] [--clients 16] [--inline-budget 0]
+    python -m bench.intake [--events 3000] [--clients 16]
 """
 
 import argparse
@@ -21,7 +18,6 @@ import sys
 import time
 from collections import Counter
 
-from bench.campaign import add_budget_argument
 from bench.common import (
     DAEMON_THREADS,
     BareServer,
@@ -86,7 +82,7 @@ def accept_alone(work, args, config: dict):
     sleep in backoff instead of issuing, so the webhooks have the process to themselves."""
     state = work / "alone"
     prepare_install(state)
-    daemon = Daemon(state, "http://127.0.0.1:9", ENVOY_PROXY_INLINE_BUDGET=0)
+    daemon = Daemon(state, "http://127.0.0.1:9")
     daemon.start(args.daemon_args.split())
     try:
         daemon.wait_ready()
@@ -102,7 +98,6 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=200)
     add_daemon_args(parser)
-    add_budget_argument(parser, default=0.0)
     parser.add_argument("--profile", action="store_true",
                         help="record the daemon with py-spy during the accept run")  # fmt: skip
     parser.add_argument("--profile-idle", action="store_true",
@@ -114,7 +109,7 @@ def main(argv=None) -> int:
         sandbox, envoy = Sandbox(work), EnvoySim(work)
         state = work / "state"
         config = prepare_install(state)
-        daemon = Daemon(state, sandbox.url, envoy.url, ENVOY_PROXY_INLINE_BUDGET=args.inline_budget)
+        daemon = Daemon(state, sandbox.url, envoy.url)
         daemon.start(args.daemon_args.split())
         try:
             daemon.wait_ready()
@@ -140,7 +135,7 @@ def main(argv=None) -> int:
             accept_cpu = cpu_seconds(daemon.pid) - cpu_before
             if profiler:
                 print(profiler.finish())
-            print(f"   accept path (inline budget {args.inline_budget:g}): {accept.describe()}")
+            print(f"   accept path: {accept.describe()}")
             done = wait_progress(lambda: active_grants(db) - before, args.events)
             e2e_seconds = time.time() - accept.first_sent
             e2e_cpu = cpu_seconds(daemon.pid) - cpu_before
@@ -190,13 +185,11 @@ def main(argv=None) -> int:
             daemon.stop()
             sandbox.stop()
             envoy.stop()
-        if args.inline_budget == 0:
-            alone = accept_alone(work, args, config)
-            print(f"   accept path alone (Proxy unreachable, so no issuing competes): "
-                  f"{alone.describe()}")  # fmt: skip
+        alone = accept_alone(work, args, config)
+        print(f"   accept path alone (Proxy unreachable, so no issuing competes): "
+              f"{alone.describe()}")  # fmt: skip
 
-    if args.inline_budget == 0:
-        _check_accept(verdicts, accept, alone, baseline, args.events)
+    _check_accept(verdicts, accept, alone, baseline, args.events)
     verdicts.check(
         "end to end >= 200 credentials/s",
         done and len(good) == args.events and e2e_rate >= E2E_TARGET,
