@@ -1,7 +1,7 @@
-"""CPU cost of one accepted event, in-process: the app called as WSGI, no HTTP, no contention;
-then of planning those events (what the scheduler does next with an inline budget of 0), and
-of issuing their credentials and updating their Envoy jobs (the outbox, against the Proxy
-sandbox and the Envoy simulator running as processes of their own, so not counted here).
+"""CPU cost of one accepted event, in-process: the app called as WSGI, no HTTP, no contention
+(verified, planned and stored in one transaction, answered 202); then of issuing their
+credentials and updating their Envoy jobs (the runner, against the Proxy sandbox and the
+Envoy simulator running as processes of their own, so not counted here).
 
 Separates the webhook's own CPU from everything the intake benchmark mixes in (Waitress,
 the load generator, the outbox). `--profile` adds cProfile's top functions and counts the SQL
@@ -56,10 +56,8 @@ def main(argv=None) -> int:
     import db
     from daemon import config
     from daemon.context import Context
-    from daemon.planning import plan_received
     from daemon.secretbox import SecretBox
     from daemon.worker import run_due
-    from db import now_epoch
     from web.app import create_app
 
     with workdir("accept-cpu") as work:
@@ -70,7 +68,6 @@ def main(argv=None) -> int:
                 "ENVOY_CLIENT_SECRET": CLIENT_SECRET,
                 "ENVOY_PROXY_DB": str(work / "daemon.sqlite3"),
                 "ENVOY_PROXY_KEY_FILE": str(work / "secret.key"),
-                "ENVOY_PROXY_INLINE_BUDGET": "0",
                 "PROXY_API_URL": sandbox.url,
                 "ENVOY_CLIENT_ID": CLIENT_ID,
                 "ENVOY_BASE_URL": envoy.url,
@@ -86,13 +83,11 @@ def main(argv=None) -> int:
         counter = _count_statements(db.database) if args.profile else None
         accept = _measure(lambda: {call(app, r) for r in requests}, args, counter)
         with db.database.connection_context():
-            plan = _measure(lambda: plan_received(ctx, now_epoch()), args, counter)
             issue = _measure(lambda: _run_until_done(run_due, ctx), args, counter)
         db.close_database()
         sandbox.stop()
         envoy.stop()
     _report("accepted event", accept, args)
-    _report("planned event", plan, args)
     _report("credential issued, its job updated", issue, args)
     return 0
 
