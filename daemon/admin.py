@@ -368,10 +368,10 @@ def _revoke(args, cfg) -> int:
         if grant is None:
             raise AdminError(f"no grant {args.grant_id} (see `envoy-proxy grants`)")
         before = grant.state
-        action = grants.end_at(grant, now, now)
+        action_id = grants.end_at(grant, now, now)
         outcomes.settle(grant.id, now)
     who = clean(grant.full_name or grant.email or grant.subject)
-    if action is None:
+    if action_id is None:
         if before in LIVE_STATES:
             print(f"grant {grant.id} ({who}) was not issued yet: cancelled, no Proxy call needed")
         else:
@@ -385,19 +385,19 @@ def _revoke(args, cfg) -> int:
     if not os.path.exists(cfg.key_file):
         _error(
             f"key file {cfg.key_file} not found, so Proxy cannot be called from here; the "
-            f"revocation is recorded (action {action.id}) and the daemon will carry it out"
+            f"revocation is recorded (action {action_id}) and the daemon will carry it out"
         )
         return EXIT_QUEUED
     ctx = Context.build(cfg, SecretBox.from_key_file(cfg.key_file))
     # An admin at a prompt waits a few seconds at most; the daemon finishes what remains.
     inline = dataclasses.replace(ctx, proxy=ctx.proxy.limited(ADMIN_PROXY_BUDGET))
     try:
-        claimed = outbox.claim_one(action.id, now)
+        claimed = outbox.claim_one(action_id, now)
         if claimed is not None:
             execute(inline, claimed, now)
     finally:
         ctx.proxy.close()
-    done = Action.get_by_id(action.id)
+    done = Action.get_by_id(action_id)
     if done.done and done.outcome == "done":
         state = Grant.get_by_id(grant.id).state
         print(f"grant {grant.id} ({who}): access ended in Proxy (grant {state})")
@@ -405,7 +405,7 @@ def _revoke(args, cfg) -> int:
     reason = clean(done.last_error) if done.last_error else "another run holds this person"
     _error(
         f"grant {grant.id} ({who}): Proxy could not be reached now ({reason}); the revocation is "
-        f"recorded as action {action.id} and the daemon's sweep will finish it (within "
+        f"recorded as action {action_id} and the daemon's sweep will finish it (within "
         f"{cfg.sweep_seconds} s once Proxy answers; retried until it succeeds)"
     )
     return EXIT_QUEUED

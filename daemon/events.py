@@ -79,11 +79,15 @@ def _store(request: EnvoyRequest, entity: str | None, now: int, decide) -> Answe
     """
     try:
         with database.atomic():
-            earlier = Event.get_or_none(Event.job_id == request.job_id)
+            earlier = (
+                Event.select(Event.status, Event.answer)
+                .where(Event.job_id == request.job_id)
+                .first()
+            )
             if earlier is not None:
                 return Answer(earlier.status, earlier.answer)
             answer = decide()
-            Event.create(
+            Event.insert(
                 job_id=request.job_id,
                 event=request.event,
                 install_id=request.install_id,
@@ -91,7 +95,7 @@ def _store(request: EnvoyRequest, entity: str | None, now: int, decide) -> Answe
                 received_at=now,
                 status=answer.status,
                 answer=answer.body,
-            )
+            ).execute()
             return answer
     except IntegrityError:
         earlier = Event.get_or_none(Event.job_id == request.job_id)
@@ -143,19 +147,32 @@ def _apply(request: EnvoyRequest, visit: Visit, now: int) -> Answer:
     if isinstance(plan, Ignore):
         return Answer.message(plan.status, plan.message)
     if isinstance(plan, Open):
-        before = Grant.get_or_none(install_id=request.install_id, subject=plan.subject)
-        grant = grants.open_window(request.install_id, plan, now, kind)
-        closed = grant.state in (GrantState.ENDED, GrantState.CANCELLED)
-        if before is not None and closed and request.event.endswith("sign_in"):
-            return Answer.message(400, "already signed out; no access was given")
+        grant, created = grants.open_window(request.install_id, plan, now, kind)
+        if created:
+            # Nothing else waits on a new grant, and its only due work is its issue.
+            answer = (
+                ACCEPTED if plan.starts_at <= now else outcomes.final_answer(grant, now, install)
+            )
+        else:
+            answer = _answer_for(request, grant, install, now)
     else:
         assert isinstance(plan, Close)
         grant = grants.close_window(request.install_id, plan, now, kind)
-    outcomes.settle(grant.id, now)  # jobs of earlier events of this grant
-    answer = outcomes.final_answer(grant, now)
+        answer = _answer_for(request, grant, install, now)
     if answer.status == 202:
         outcomes.wait_for(grant, request.job_id, now)
     return answer
+
+
+def _answer_for(request: EnvoyRequest, grant: Grant, install: Install, now: int) -> Answer:
+    """The answer for an event that changed an existing grant (jobs of its earlier events
+    that waited on it are told first)."""
+    if grant.state in (GrantState.ENDED, GrantState.CANCELLED) and request.event.endswith(
+        "sign_in"
+    ):
+        return Answer.message(400, "already signed out; no access was given")
+    outcomes.settle(grant.id, now)
+    return outcomes.final_answer(grant, now, install)
 
 
 def _not_ready(install: Install, settings: Settings) -> Ignore | None:

@@ -31,18 +31,19 @@ def pending_action(grant: Grant, kind: str) -> Action | None:
     )
 
 
-def _ensure_action(grant: Grant, kind: str, due_at: int) -> Action:
-    """The grant's pending action of this kind, created or moved to `due_at`."""
+def _ensure_action(grant: Grant, kind: str, due_at: int) -> int:
+    """The id of the grant's pending action of this kind, created or moved to `due_at`."""
     action = pending_action(grant, kind)
     if action is None:
         key = person_key(grant.install_id, grant.email)
         return outbox.enqueue(kind, grant.install_id, due_at, grant=grant, lock_key=key)
     if action.due_at != due_at:
         outbox.reschedule(action, due_at)
-    return action
+    return action.id
 
 
 def _create(install_id: str, plan: Open, kind: str, now: int) -> Grant:
+    """A new grant with its issue (and revoke) action: it has no actions yet to look up."""
     visit = plan.visit
     grant = Grant.create(
         install_id=install_id,
@@ -60,9 +61,10 @@ def _create(install_id: str, plan: Open, kind: str, now: int) -> Grant:
         created_at=now,
         updated_at=now,
     )
-    _ensure_action(grant, ActionKind.ISSUE, plan.starts_at)
+    key = person_key(install_id, grant.email)
+    outbox.enqueue(ActionKind.ISSUE, install_id, plan.starts_at, grant=grant, lock_key=key)
     if plan.ends_at is not None:
-        _ensure_action(grant, ActionKind.REVOKE, plan.ends_at)
+        outbox.enqueue(ActionKind.REVOKE, install_id, plan.ends_at, grant=grant, lock_key=key)
     return grant
 
 
@@ -75,13 +77,15 @@ def _merged_window(grant: Grant, plan: Open) -> tuple[int, int | None]:
     return starts, max(grant.ends_at, plan.ends_at)
 
 
-def open_window(install_id: str, plan: Open, now: int, kind: str = "visitor") -> Grant:
-    """Create or move the grant of `plan.subject`; a closed grant stays closed."""
+def open_window(install_id: str, plan: Open, now: int, kind: str = "visitor") -> tuple[Grant, bool]:
+    """Create or move the grant of `plan.subject`; a closed grant stays closed.
+
+    Returns the grant and whether it was created here."""
     grant = Grant.get_or_none(install_id=install_id, subject=plan.subject)
     if grant is None:
-        return _create(install_id, plan, kind, now)
+        return _create(install_id, plan, kind, now), True
     if grant.state not in LIVE_STATES:
-        return grant
+        return grant, False
     starts, ends = _merged_window(grant, plan)
     if grant.state == GrantState.ACTIVE:
         starts = grant.starts_at
@@ -112,7 +116,7 @@ def open_window(install_id: str, plan: Open, now: int, kind: str = "visitor") ->
         _ensure_action(grant, ActionKind.ISSUE, now)
     if ends is not None:
         _ensure_action(grant, ActionKind.REVOKE, max(ends, now))
-    return grant
+    return grant, False
 
 
 def close_window(install_id: str, plan: Close, now: int, kind: str = "visitor") -> Grant:
@@ -139,11 +143,11 @@ def close_window(install_id: str, plan: Close, now: int, kind: str = "visitor") 
     return grant_by_id(grant.id)
 
 
-def end_at(grant: Grant, at: int, now: int) -> Action | None:
+def end_at(grant: Grant, at: int, now: int) -> int | None:
     """End a live grant at `at` (no later than planned); call in a transaction.
 
-    A grant never issued is cancelled outright. Returns the revoke action, or None when the
-    grant was cancelled or already closed.
+    A grant never issued is cancelled outright. Returns the revoke action's id, or None when
+    the grant was cancelled or already closed.
     """
     if grant.state not in LIVE_STATES:
         return None

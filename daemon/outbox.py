@@ -19,9 +19,9 @@ JOB_UPDATE_BACKOFF_CAP_SECONDS = 900
 MIN_RETRY_SECONDS = 2  # a failure never retries in a tight loop
 
 
-def enqueue(kind: str, install_id: str, due_at: int, *, grant=None, lock_key=None) -> Action:
-    """Add an action; call inside the transaction that makes it necessary."""
-    return Action.create(
+def enqueue(kind: str, install_id: str, due_at: int, *, grant=None, lock_key=None) -> int:
+    """Add an action (its id); call inside the transaction that makes it necessary."""
+    return Action.insert(
         kind=kind,
         install_id=install_id,
         grant=grant,
@@ -29,7 +29,8 @@ def enqueue(kind: str, install_id: str, due_at: int, *, grant=None, lock_key=Non
         payload={},
         due_at=due_at,
         next_attempt_at=due_at,
-    )
+        created_at=now_epoch(),
+    ).execute()
 
 
 def reschedule(action: Action, due_at: int) -> None:

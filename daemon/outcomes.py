@@ -57,14 +57,16 @@ def grant_message(grant: Grant, now: int) -> str:
     return "Proxy credential being issued"
 
 
-def final_answer(grant: Grant, now: int) -> Answer:
-    """202 while the grant has due work; else what it came to (200, or 412 if refused)."""
+def final_answer(grant: Grant, now: int, install: Install | None = None) -> Answer:
+    """202 while the grant has due work; else what it came to (200, or 412 if refused).
+
+    `install`: the grant's install, when the caller has it at hand."""
     work = list(
         Action.select(Action.outcome, Action.done, Action.due_at, Action.last_error).where(
             Action.grant == grant.id
         )
     )
-    attachments = grant_attachments(grant, install_or_none(grant.install_id))
+    attachments = grant_attachments(grant, install or install_or_none(grant.install_id))
     if grant.state == GrantState.PENDING:
         failed = next((a for a in work if a.outcome == ActionOutcome.DEAD), None)
         if failed is not None:

@@ -170,6 +170,9 @@ class Runner:
         self.watch = GrantWatch()
         self._pool: ThreadPoolExecutor | None = None
         self._busy = 0
+        self._saturated = False  # the last claim stopped for want of free workers
+        self._dispatching = False
+        self._again = False  # asked to dispatch while a dispatch ran: it claims once more
         self._idle = threading.Condition()
         self.last_error: str | None = None
         # Identity-verification decisions, which may outlive their answer (a write waiting
@@ -201,14 +204,39 @@ class Runner:
         self._pool.submit(self._run_group, ctx, actions, now)
 
     def dispatch(self, ctx, now: int | None = None) -> int:
-        """Claim due work for the free workers and start it; how many actions were claimed."""
+        """Claim due work for the free workers and start it; how many actions were claimed.
+
+        One dispatch at a time: a call while one runs only asks it to look once more, so a
+        burst of wake-ups (every webhook, every finished worker) costs one claim, not many.
+        """
+        with self._idle:
+            if self._dispatching:
+                self._again = True
+                return 0
+            self._dispatching = True
+        claimed = 0
+        try:
+            while True:
+                with self._idle:
+                    self._again = False
+                claimed += self._claim_and_start(ctx, now)
+                with self._idle:
+                    if not self._again:
+                        return claimed
+        finally:
+            with self._idle:
+                self._dispatching = False
+
+    def _claim_and_start(self, ctx, now: int | None) -> int:
         moment = now_epoch() if now is None else now
         retry_quarantined(ctx, moment)
         claimed_total = 0
         while True:
             with self._idle:
-                free = self.workers - self._busy
-            room = min(free, BATCH)
+                room = min(self.workers - self._busy, BATCH)
+                self._saturated = room == 0
+            if room == 0:
+                return claimed_total
             claimed = outbox.claim_due(moment, room)
             groups: dict[object, list[Action]] = {}
             for action in claimed:
@@ -216,7 +244,7 @@ class Runner:
             for group in groups.values():
                 self._submit(ctx, group, now)
             claimed_total += len(claimed)
-            if len(claimed) < room or room == 0:
+            if len(claimed) < room:
                 return claimed_total
 
     def _run_group(self, ctx, actions: list[Action], now: int | None) -> None:
@@ -239,14 +267,16 @@ class Runner:
         finally:
             with self._idle:
                 self._busy -= 1
+                saturated = self._saturated
                 self._idle.notify_all()
-            # A worker is free, and work of this person may be waiting behind it: claim more.
-            ctx.rearm(now_epoch())
+            if saturated:  # due work waits for a free worker: this one is free now
+                ctx.rearm(now_epoch())
 
     @property
     def idle(self) -> bool:
+        """No worker busy and no dispatch under way."""
         with self._idle:
-            return self._busy == 0
+            return self._busy == 0 and not self._dispatching
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until no worker is busy; False if `timeout` passed first."""
@@ -276,18 +306,21 @@ def next_due(now: int | None = None) -> int | None:
     return min(due) if due else None
 
 
+BLOCKED_RETRY_SECONDS = 1
+
+
 def dispatch_due(ctx) -> int | None:
     """The alarm's call: start what is due; the next instant to arm for.
 
-    Work that is due but could not be claimed now (every worker busy, or its person's
-    earlier action still running) is claimed when a worker finishes, which re-arms the alarm:
-    arming for it here would make the alarm spin.
+    Work still due after the claim could not be claimed now: every worker is busy (a worker
+    that finishes re-arms the alarm) or its person's earlier action is still running. The
+    alarm looks again a second later rather than at once, which would make it spin.
     """
     with database.connection_context():
         now = now_epoch()
         ctx.runner.dispatch(ctx, None)
         due = next_due(now)
-        return due if due is None or due > now else None
+        return due if due is None or due > now else now + BLOCKED_RETRY_SECONDS
 
 
 def run_due(ctx, now: int | None = None) -> int | None:

@@ -14,9 +14,9 @@ def test_after_many_failures_the_next_attempt_is_never_further_off_than_the_cap(
     waits = []
     for _ in range(200):
         with database.atomic():
-            action = outbox.enqueue(kind, "install-1", now)
+            action = db.Action.get_by_id(outbox.enqueue(kind, "install-1", now))
             action.attempts = 12  # 5·2^13 s uncapped
-        outbox.fail(action, now, "Proxy answered 503")
+            outbox.fail(action, now, "Proxy answered 503")
         waits.append(db.Action.get_by_id(action.id).next_attempt_at - now)
     assert max(waits) <= cap
     assert max(waits) > cap / 2  # full jitter over the whole range, not a fixed short wait
@@ -25,8 +25,8 @@ def test_after_many_failures_the_next_attempt_is_never_further_off_than_the_cap(
 def test_retry_after_from_proxy_wins_over_the_cap(database):
     now = 1_800_000_000
     with database.atomic():
-        action = outbox.enqueue("issue", "install-1", now)
-    outbox.fail(action, now, "rate limited", retry_after=600)
+        action = db.Action.get_by_id(outbox.enqueue("issue", "install-1", now))
+        outbox.fail(action, now, "rate limited", retry_after=600)
     assert db.Action.get_by_id(action.id).next_attempt_at == now + 600
 
 
@@ -36,9 +36,10 @@ def test_the_next_due_instant_leaves_out_actions_being_run(database):
     now = 1_800_000_000
     with database.atomic():
         running = outbox.enqueue("issue", "install-1", now - 5)
-        later = outbox.enqueue("revoke", "install-1", now + 600)
+        outbox.enqueue("revoke", "install-1", now + 600)
     assert outbox.next_due(now) == now - 5
-    assert [a.id for a in outbox.claim_due(now, 10)] == [running.id]
-    assert outbox.next_due(now) == later.due_at
-    outbox.fail(db.Action.get_by_id(running.id), now, "Proxy answered 503")  # lease released
-    assert outbox.next_due(now) == db.Action.get_by_id(running.id).next_attempt_at
+    assert [a.id for a in outbox.claim_due(now, 10)] == [running]
+    assert outbox.next_due(now) == now + 600
+    with database.atomic():  # lease released
+        outbox.fail(db.Action.get_by_id(running), now, "Proxy answered 503")
+    assert outbox.next_due(now) == db.Action.get_by_id(running).next_attempt_at
