@@ -55,9 +55,9 @@ def main(argv=None) -> int:
         PATCHES[name]()
     import db
     from daemon import config
+    from daemon.access.runner import run_due
     from daemon.context import Context
     from daemon.secretbox import SecretBox
-    from daemon.worker import run_due
     from web.app import create_app
 
     with workdir("accept-cpu") as work:

@@ -21,9 +21,9 @@ def switch_interval() -> None:
 def accept_only() -> None:
     """A ceiling: the accept path with every background step switched off (nothing planned,
     nothing issued). What the webhook itself can do in this stack on this machine."""
-    import daemon.worker
+    import daemon.access.runner
 
-    daemon.worker.run_due = lambda ctx, now=None, workers=0: None
+    daemon.access.runner.run_due = lambda ctx, now=None, workers=0: None
 
 
 def urllib3_client() -> None:

@@ -15,14 +15,16 @@ import sys
 import waitress
 
 import db
-from daemon import __version__, admin, config, notify, plugin_manifest, startup
+from daemon import __version__, config, notify, startup
+from daemon.access.outbox import release_claims
+from daemon.access.runner import dispatch_due, run_due
 from daemon.context import Context
+from daemon.envoy import manifest
 from daemon.health import Health
 from daemon.logs import setup_logging
 from daemon.masking import Masker
-from daemon.outbox import release_claims
+from daemon.ops import admin
 from daemon.secretbox import SecretBoxError
-from daemon.worker import dispatch_due, run_due
 from scheduler import Alarm
 from web.app import create_app
 
@@ -158,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     manifest_parser = commands.add_parser(
         "manifest", help="print what to enter in Envoy's Dev Dashboard (URLs, steps, fields)"
     )
-    plugin_manifest.add_arguments(manifest_parser)
-    manifest_parser.set_defaults(run=plugin_manifest.run)
+    manifest.add_arguments(manifest_parser)
+    manifest_parser.set_defaults(run=manifest.run)
     admin.register(commands)
     startup.add_init_command(commands)
     for words, help_text, _ in PASSTHROUGH:

@@ -4,13 +4,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from daemon.access.runner import Runner
 from daemon.config import Config
-from daemon.envoy_client import EnvoyPluginClient
+from daemon.envoy.client import EnvoyPluginClient
 from daemon.health import Health
-from daemon.metrics import Metrics
-from daemon.proxy_access import ProxyAccess
+from daemon.ops.metrics import Metrics
+from daemon.proxy.access import ProxyAccess
 from daemon.secretbox import SecretBox
-from daemon.worker import Runner
 
 
 @dataclass

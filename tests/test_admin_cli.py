@@ -11,8 +11,8 @@ import pytest
 import time_machine
 
 import db
-from daemon import watchlist
 from daemon.__main__ import main
+from daemon.access import watchlist
 
 FLOW = "flow-visitor"
 

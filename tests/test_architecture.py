@@ -1,6 +1,7 @@
 """The import graph stays one-way (ARCHITECTURE.md): db ← daemon ← web/scheduler ← __main__."""
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,50 @@ def test_the_product_loads_no_sandbox_code_to_serve():
         for alias in node.names
     }
     assert "sandbox" not in top_level
+
+
+def _modules(path: Path) -> set[str]:
+    """Every module a file imports, by its full dotted name."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import"
+            names.add(node.module)
+    return names
+
+
+def test_the_rules_are_pure_standard_library():
+    """The access rules read no clock, database or network: the standard library and each
+    other only, so that they are tested with plain values."""
+    offenders = {}
+    for path in (ROOT / "daemon" / "rules").rglob("*.py"):
+        foreign = {
+            name
+            for name in _modules(path)
+            if name.split(".")[0] not in sys.stdlib_module_names
+            and not name.startswith("daemon.rules")
+        }
+        if foreign:
+            offenders[path.name] = foreign
+    assert offenders == {}
+
+
+def test_setup_py_ships_every_package():
+    """A subpackage missing from setup.py installs as a broken daemon."""
+    shipped = ast.literal_eval(
+        next(
+            keyword.value
+            for node in ast.walk(ast.parse((ROOT / "setup.py").read_text()))
+            if isinstance(node, ast.Call)
+            for keyword in node.keywords
+            if keyword.arg == "packages"
+        )
+    )
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in OURS
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert set(shipped) == found

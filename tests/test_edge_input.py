@@ -8,8 +8,8 @@ import pytest
 import requests
 
 import db
-from daemon.envoy_request import BadRequest
-from daemon.visits import usable_email
+from daemon.rules.request import BadRequest
+from daemon.rules.visits import usable_email
 from sandbox.envoy import route_body, sign
 from web.json_body import MAX_DEPTH, nesting_depth, parse_body
 

@@ -11,7 +11,7 @@ import pytest
 import time_machine
 
 from daemon import __version__
-from daemon.envoy_client import EnvoyError, EnvoyPluginClient, EnvoyUserClient, _flow
+from daemon.envoy.client import EnvoyError, EnvoyPluginClient, EnvoyUserClient, _flow
 from sandbox.envoy import USER_TOKEN, route_body
 from tests.scripted import Answer, scripted
 

@@ -226,7 +226,8 @@ def test_the_status_page_shows_why_in_red_at_the_top(watched):
 
 
 def test_the_cli_status_prints_the_reasons(database, capsys, monkeypatch, tmp_path):
-    from daemon import admin, config
+    from daemon import config
+    from daemon.ops import admin
 
     now = db.now_epoch()
     _action(next_attempt_at=now - 1000, due_at=now - 1000)

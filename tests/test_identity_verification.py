@@ -6,7 +6,7 @@ import pytest
 import time_machine
 
 import db
-from daemon import watchlist
+from daemon.access import watchlist
 
 HOOK = "/envoy/hooks/identity-verification"
 
@@ -150,7 +150,7 @@ def test_a_watchlist_hit_under_a_held_write_lock_is_a_412_within_the_deadline(da
 
 
 def test_an_internal_error_is_a_412_not_a_500(daemon, monkeypatch):
-    from daemon import watchlist as watchlist_module
+    from daemon.access import watchlist as watchlist_module
 
     def broken(*args):
         raise RuntimeError("boom")

@@ -5,11 +5,11 @@ an absurd value: it shows the problem instead."""
 import pytest
 
 import db
-from daemon import status_report
 from daemon.__main__ import main
-from daemon.plugin_manifest import STEPS
-from daemon.settings import MINUTE_BOUNDS, ConfigOutOfRange, Settings, config_problem
-from daemon.times import iso_utc, local_clock, local_time, local_window, parse_instant
+from daemon.envoy.manifest import STEPS
+from daemon.ops import status_report
+from daemon.rules.settings import MINUTE_BOUNDS, ConfigOutOfRange, Settings, config_problem
+from daemon.rules.times import iso_utc, local_clock, local_time, local_window, parse_instant
 
 ABSURD = 10**10  # minutes: the hand-edited value of issue 15
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import db
-from daemon import grants, outbox
+from daemon.access import grants, outbox
 
 FLOW = "flow-visitor"
 
@@ -83,7 +83,7 @@ def test_a_quarantined_delivery_that_keeps_failing_never_fails_the_run(daemon, m
 def test_a_hanging_user_api_holds_only_its_own_webhook(daemon, envoy_sim, monkeypatch):
     """Protect sign-ins without an email ask Envoy's user API on their own thread: with the API
     hanging, endings and other sign-ins go on (on the old core an end came 103 s late)."""
-    from daemon import events
+    from daemon.access import intake
 
     daemon.install(protect_enabled=True)
     assert daemon.deliver(_entry(daemon, "e-1", "ada@example.com")).status_code == 200
@@ -91,9 +91,9 @@ def test_a_hanging_user_api_holds_only_its_own_webhook(daemon, envoy_sim, monkey
 
     def hanging_lookup(self, employee_id):
         calls.append(employee_id)
-        raise events.EnvoyError("no answer in time (ReadTimeout)")
+        raise intake.EnvoyError("no answer in time (ReadTimeout)")
 
-    monkeypatch.setattr(events.EnvoyUserClient, "get_employee", hanging_lookup)
+    monkeypatch.setattr(intake.EnvoyUserClient, "get_employee", hanging_lookup)
     employee = daemon.entry("employee_entry_sign_in", entry_id="p-1", email=None,
                             full_name="Erin", employee_id="emp-1", flow_id="flow-employee",
                             signed_in_at=time.time())  # fmt: skip

@@ -4,7 +4,7 @@ grant records around them."""
 import time
 from datetime import UTC, datetime
 
-from daemon import issuing
+from daemon.access import issuing
 from db import Grant, database
 
 TAGS = ("GET", "/manage/groups/grp-visitors")  # the group's tag, cached after the first call

@@ -7,9 +7,9 @@ import pytest
 import requests
 
 from daemon.__main__ import main
-from daemon.options import SOURCES
-from daemon.plugin_manifest import DROPDOWNS, EVENTS, FIELD_TYPES, STEPS, build
-from daemon.setup_steps import VALIDATORS
+from daemon.envoy.manifest import DROPDOWNS, EVENTS, FIELD_TYPES, STEPS, build
+from daemon.envoy.options import SOURCES
+from daemon.envoy.setup_steps import VALIDATORS
 
 BASE = "https://envoy.example.com/proxy"
 

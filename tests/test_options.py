@@ -3,7 +3,7 @@ values, static presets, and clear refusals when an upstream fails."""
 
 import pytest
 
-from daemon.plugin_manifest import PAGE_SIZE
+from daemon.envoy.manifest import PAGE_SIZE
 from sandbox.envoy import USER_TOKEN, route_body
 from sandbox.proxy import many_sites
 

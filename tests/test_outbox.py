@@ -1,9 +1,9 @@
-"""Outbox bookkeeping (daemon/outbox.py): how far a failure pushes the next attempt back."""
+"""Outbox bookkeeping (daemon/access/outbox.py): how far a failure pushes the next attempt back."""
 
 import pytest
 
 import db
-from daemon import outbox
+from daemon.access import outbox
 
 
 @pytest.mark.parametrize(("kind", "cap"), [("issue", 120), ("revoke", 120), ("job_update", 900)])

@@ -6,11 +6,11 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 
-from daemon.access_hours import parse_hours, window_around
-from daemon.policy import Close, Ignore, Open
-from daemon.protect import plan_employee
-from daemon.settings import Settings
-from daemon.visits import Visit
+from daemon.rules.access_hours import parse_hours, window_around
+from daemon.rules.policy import Close, Ignore, Open
+from daemon.rules.protect import plan_employee
+from daemon.rules.settings import Settings
+from daemon.rules.visits import Visit
 
 NY, BERLIN = "America/New_York", "Europe/Berlin"
 PROTECT = {"protect_enabled": True, "protect_excluded_employees": ["e-3"]}

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from daemon.proxy_client import (
+from daemon.proxy.client import (
     DEFAULT_RETRY_AFTER,
     IMPORT_PATH,
     ProxyAuthError,

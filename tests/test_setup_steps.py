@@ -8,10 +8,10 @@ import time
 import pytest
 
 import db
-from daemon.envoy_request import BadRequest
-from daemon.mapping import normalise_mapping
-from daemon.plugin_manifest import STEPS
-from daemon.settings import Settings
+from daemon.envoy.manifest import STEPS
+from daemon.envoy.mapping import normalise_mapping
+from daemon.rules.request import BadRequest
+from daemon.rules.settings import Settings
 from sandbox.envoy import PLUGIN_API, route_body
 
 SECRET = "app-secret"

@@ -114,7 +114,7 @@ def test_healthz_is_503_when_the_database_does_not_answer(daemon, monkeypatch):
 
 
 def test_a_crash_inside_a_handler_is_a_json_500_without_details(daemon, monkeypatch):
-    import daemon.events as events
+    import daemon.access.intake as events
 
     def explode(*args, **kwargs):
         raise RuntimeError("secret-internal-detail")

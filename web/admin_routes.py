@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import db
 from daemon.context import Context
-from daemon.status_report import duration, gather, size
+from daemon.ops.status_report import duration, gather, size
 from web.responses import json_response
 
 log = logging.getLogger("envoy_proxy.web")

@@ -14,13 +14,13 @@ import time
 from bottle import Bottle, request
 
 import db
+from daemon.access.intake import handle_event
+from daemon.access.verification import verify_identity
 from daemon.context import Context
-from daemon.envoy_request import Answer, BadRequest, EnvoyRequest
-from daemon.events import handle_event
-from daemon.options import handle_options, handle_selected
-from daemon.settings import Settings
-from daemon.setup_steps import handle_step
-from daemon.verification import verify_identity
+from daemon.envoy.options import handle_options, handle_selected
+from daemon.envoy.setup_steps import handle_step
+from daemon.rules.request import Answer, BadRequest, EnvoyRequest
+from daemon.rules.settings import Settings
 from web.json_body import parse_body
 from web.responses import json_response
 from web.signature import signature_is_valid

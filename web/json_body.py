@@ -16,7 +16,7 @@ import math
 import re
 from itertools import accumulate
 
-from daemon.envoy_request import BadRequest, storable_text
+from daemon.rules.request import BadRequest, storable_text
 
 MAX_DEPTH = 64
 _INT_LIMIT = 2**63  # SQLite's INTEGER is signed 64-bit

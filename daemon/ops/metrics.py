@@ -8,7 +8,7 @@ from peewee import fn
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
-from daemon.outbox import FLAG_AFTER_ATTEMPTS
+from daemon.access.outbox import FLAG_AFTER_ATTEMPTS
 from db import Action, Event, Grant
 
 LATENESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import requests
 
-from daemon.envoy_client import EnvoyError, EnvoyUserClient
-from daemon.envoy_request import Answer, BadRequest, EnvoyRequest
-from daemon.plugin_manifest import DROPDOWNS, PAGE_SIZE
-from daemon.proxy_client import MAX_LIMIT, ProxyClient, ProxyError, ProxyNotFound
-from daemon.settings import as_id_list, as_int
-from daemon.setup_steps import org_client, proxy_failure
+from daemon.envoy.client import EnvoyError, EnvoyUserClient
+from daemon.envoy.manifest import DROPDOWNS, PAGE_SIZE
+from daemon.envoy.setup_steps import org_client, proxy_failure
+from daemon.proxy.client import MAX_LIMIT, ProxyClient, ProxyError, ProxyNotFound
+from daemon.rules.request import Answer, BadRequest, EnvoyRequest
+from daemon.rules.settings import as_id_list, as_int
 
 MAX_PAGES = 50  # upstream pages read for one answer: 5,000 groups or flows
 MAX_SELECTED = 100  # values looked up for one selected-values call

@@ -11,7 +11,7 @@ nowhere else: the setup steps' forms (the manifest) and their validation take th
 
 from dataclasses import dataclass, field
 
-from daemon.envoy_request import BadRequest
+from daemon.rules.request import BadRequest
 
 DEFAULT_ACCESS_MINUTES = 480
 DEFAULT_PROTECT_MINUTES = 480

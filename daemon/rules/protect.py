@@ -5,10 +5,10 @@ at sign-in (within the allowed daily hours, if set) and closes at the earliest o
 those hours, the Protect duration, and — when access is limited to time frames — sign-out.
 """
 
-from daemon.access_hours import describe, window_around
-from daemon.policy import Close, Ignore, Open, Plan
-from daemon.settings import Settings
-from daemon.visits import Visit
+from daemon.rules.access_hours import describe, window_around
+from daemon.rules.policy import Close, Ignore, Open, Plan
+from daemon.rules.settings import Settings
+from daemon.rules.visits import Visit
 
 EMPLOYEE_EVENTS = ("employee_entry_sign_in", "employee_entry_sign_out")
 

@@ -6,8 +6,8 @@ or is ignored (and why, in words an admin understands). The grant service applie
 
 from dataclasses import dataclass
 
-from daemon.settings import Settings
-from daemon.visits import Visit
+from daemon.rules.settings import Settings
+from daemon.rules.visits import Visit
 
 
 @dataclass(frozen=True)

@@ -16,17 +16,17 @@ import logging
 
 from peewee import IntegrityError
 
-from daemon import grants, outcomes
-from daemon.envoy_client import EnvoyError, EnvoyUserClient
-from daemon.envoy_request import Answer, BadRequest, EnvoyRequest
-from daemon.installs import install_changes, save_install
-from daemon.outbox import MIN_RETRY_SECONDS
-from daemon.outcomes import ACCEPTED
-from daemon.policy import VISITOR_EVENTS, Close, Ignore, Open, plan_visitor
-from daemon.protect import EMPLOYEE_EVENTS, is_employee_event, plan_employee
+from daemon.access import grants, jobs
+from daemon.access.installs import install_changes, save_install
+from daemon.access.jobs import ACCEPTED
+from daemon.access.outbox import MIN_RETRY_SECONDS
+from daemon.envoy.client import EnvoyError, EnvoyUserClient
 from daemon.retry import backoff_seconds
-from daemon.settings import Settings
-from daemon.visits import Visit, usable_email
+from daemon.rules.policy import VISITOR_EVENTS, Close, Ignore, Open, plan_visitor
+from daemon.rules.protect import EMPLOYEE_EVENTS, is_employee_event, plan_employee
+from daemon.rules.request import Answer, BadRequest, EnvoyRequest
+from daemon.rules.settings import Settings
+from daemon.rules.visits import Visit, usable_email
 from db import Event, Grant, GrantState, Install, database, now_epoch
 
 log = logging.getLogger("envoy_proxy.events")
@@ -150,9 +150,7 @@ def _apply(request: EnvoyRequest, visit: Visit, now: int) -> Answer:
         grant, created = grants.open_window(request.install_id, plan, now, kind)
         if created:
             # Nothing else waits on a new grant, and its only due work is its issue.
-            answer = (
-                ACCEPTED if plan.starts_at <= now else outcomes.final_answer(grant, now, install)
-            )
+            answer = ACCEPTED if plan.starts_at <= now else jobs.final_answer(grant, now, install)
         else:
             answer = _answer_for(request, grant, install, now)
     else:
@@ -160,7 +158,7 @@ def _apply(request: EnvoyRequest, visit: Visit, now: int) -> Answer:
         grant = grants.close_window(request.install_id, plan, now, kind)
         answer = _answer_for(request, grant, install, now)
     if answer.status == 202:
-        outcomes.wait_for(grant, request.job_id, now)
+        jobs.wait_for(grant, request.job_id, now)
     return answer
 
 
@@ -171,8 +169,8 @@ def _answer_for(request: EnvoyRequest, grant: Grant, install: Install, now: int)
         "sign_in"
     ):
         return Answer.message(400, "already signed out; no access was given")
-    outcomes.settle(grant.id, now)
-    return outcomes.final_answer(grant, now, install)
+    jobs.settle(grant.id, now)
+    return jobs.final_answer(grant, now, install)
 
 
 def _not_ready(install: Install, settings: Settings) -> Ignore | None:
@@ -246,7 +244,7 @@ def _apply_stored(request: EnvoyRequest, visit: Visit, now: int) -> Answer:
     """Plan a stored delivery; its job was answered 202, so a final answer is a job update."""
     answer = _apply(request, visit, now)
     if answer.status != 202:
-        outcomes.queue_answer(request.job_id, request.install_id, answer, now)
+        jobs.queue_answer(request.job_id, request.install_id, answer, now)
     return answer
 
 
@@ -255,7 +253,7 @@ def _refuse_stored(stored: Event, answer: Answer, now: int) -> None:
         _push_back(stored, RuntimeError(answer.body.get("message")), now)
         return
     with database.atomic():
-        outcomes.queue_answer(stored.job_id, stored.install_id, answer, now)
+        jobs.queue_answer(stored.job_id, stored.install_id, answer, now)
         Event.update(status=answer.status, answer=answer.body, body=None,
                      next_attempt_at=None).where(Event.id == stored.id).execute()  # fmt: skip
 

@@ -11,22 +11,22 @@ later steps and dropdowns work before Envoy echoes the config back. The App Key 
 import logging
 from typing import Any
 
-from daemon.access_hours import parse_hours
-from daemon.envoy_client import EnvoyError
-from daemon.envoy_request import Answer, BadRequest, EnvoyRequest, as_id
-from daemon.installs import remember_install
-from daemon.mapping import normalise_mapping
-from daemon.plugin_manifest import PURPOSE, STEPS, Field
-from daemon.proxy_access import NotConfigured
-from daemon.proxy_client import (
+from daemon.access.installs import remember_install
+from daemon.envoy.client import EnvoyError
+from daemon.envoy.manifest import PURPOSE, STEPS, Field
+from daemon.envoy.mapping import normalise_mapping
+from daemon.proxy.access import NotConfigured
+from daemon.proxy.client import (
     ProxyAuthError,
     ProxyClient,
     ProxyError,
     ProxyNotFound,
     ProxyUnavailable,
 )
+from daemon.rules.access_hours import parse_hours
+from daemon.rules.request import Answer, BadRequest, EnvoyRequest, as_id
+from daemon.rules.settings import as_bool, as_id_list, as_int
 from daemon.secretbox import SecretBoxError
-from daemon.settings import as_bool, as_id_list, as_int
 from db import Install, database, now_epoch
 
 log = logging.getLogger("envoy_proxy.setup")

@@ -5,8 +5,8 @@ Callers hold the IMMEDIATE transaction; nothing here calls Proxy. An access wind
 moves them. Ending a grant that was never issued cancels it without any Proxy call.
 """
 
-from daemon import outbox
-from daemon.policy import Close, Open
+from daemon.access import outbox
+from daemon.rules.policy import Close, Open
 from db import (
     LIVE_STATES,
     Action,

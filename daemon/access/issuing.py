@@ -11,9 +11,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from daemon import grants
-from daemon.proxy_client import ProxyClient, ProxyNotFound
-from daemon.settings import Settings
+from daemon.access import grants
+from daemon.proxy.client import ProxyClient, ProxyNotFound
+from daemon.rules.settings import Settings
 from db import Grant, GrantState, database, install_by_id
 
 log = logging.getLogger("envoy_proxy.issuing")

@@ -12,13 +12,14 @@ import os
 from peewee import JOIN, SQL, fn
 
 import db
-from daemon import __version__, outbox
+from daemon import __version__
+from daemon.access import outbox
+from daemon.access.outbox import FLAG_AFTER_ATTEMPTS
+from daemon.access.watchlist import count as watchlist_size
 from daemon.health import Verdict
 from daemon.masking import Masker
-from daemon.outbox import FLAG_AFTER_ATTEMPTS
-from daemon.settings import config_problem
-from daemon.times import iso_utc, local_time
-from daemon.watchlist import count as watchlist_size
+from daemon.rules.settings import config_problem
+from daemon.rules.times import iso_utc, local_time
 from db import Action, Event, Grant, Install, Verification
 
 LIST_LIMIT = 100

@@ -1,9 +1,10 @@
 """What to enter in Envoy's Dev Dashboard, kept as data: events, the hook, setup steps with
 their fields, and dropdowns.
 
-The setup routes (`daemon.setup_steps`) and the dropdown routes (`daemon.options`) read these
-same tables (labels, ranges, defaults, searchable/paginated), so the printed manifest cannot
-drift from what the daemon serves. `envoy-proxy manifest --base-url URL` prints it.
+The setup routes (`daemon.envoy.setup_steps`) and the dropdown routes
+(`daemon.envoy.options`) read these same tables (labels, ranges, defaults,
+searchable/paginated), so the printed manifest cannot drift from what the daemon serves.
+`envoy-proxy manifest --base-url URL` prints it.
 """
 
 import argparse
@@ -13,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from daemon import __version__
-from daemon.settings import MINUTE_BOUNDS
+from daemon.rules.settings import MINUTE_BOUNDS
 
 EVENTS_PATH = "/envoy/events"
 HOOK_PATH = "/envoy/hooks/identity-verification"

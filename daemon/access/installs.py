@@ -1,6 +1,6 @@
 """Install records: who the install is (company, location, zone) and its latest config."""
 
-from daemon.envoy_request import EnvoyRequest
+from daemon.rules.request import EnvoyRequest
 from db import Install, install_by_id
 
 

@@ -10,7 +10,7 @@ before its start crosses midnight.
 import re
 from datetime import date, datetime, time, timedelta
 
-from daemon.times import zone
+from daemon.rules.times import zone
 
 _HOURS = re.compile(r"^\s*([01]?\d|2[0-3]):([0-5]\d)\s*-\s*([01]?\d|2[0-3]):([0-5]\d)\s*$")
 

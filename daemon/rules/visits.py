@@ -3,9 +3,9 @@
 import re
 from dataclasses import dataclass
 
-from daemon.envoy_request import BadRequest, as_id, storable_text
-from daemon.settings import as_bool
-from daemon.times import parse_instant
+from daemon.rules.request import BadRequest, as_id, storable_text
+from daemon.rules.settings import as_bool
+from daemon.rules.times import parse_instant
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_EMAIL = 254  # RFC 5321's limit for a path, the address included

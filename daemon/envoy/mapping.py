@@ -11,8 +11,8 @@ strings; groups are de-duplicated in order; rows of one flow are merged.
 import json
 from typing import Any
 
-from daemon.envoy_request import BadRequest, as_id
-from daemon.settings import as_id_list
+from daemon.rules.request import BadRequest, as_id
+from daemon.rules.settings import as_id_list
 
 _PAIR_KEYS = (("key", "value"), ("left", "right"), ("flow", "group"), ("flow", "groups"))
 

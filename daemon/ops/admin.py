@@ -17,11 +17,13 @@ import unicodedata
 import peewee
 
 import db
-from daemon import config, grants, outbox, outcomes, startup, status_report, watchlist
+from daemon import config, startup
+from daemon.access import grants, jobs, outbox, watchlist
+from daemon.access.outbox import FLAG_AFTER_ATTEMPTS
 from daemon.health import Health
 from daemon.masking import Masker
-from daemon.outbox import FLAG_AFTER_ATTEMPTS
-from daemon.times import local_time
+from daemon.ops import status_report
+from daemon.rules.times import local_time
 from db import LIVE_STATES, Action, Grant, Install, now_epoch
 
 EXIT_OK, EXIT_FAILED, EXIT_QUEUED = 0, 1, 75
@@ -369,7 +371,7 @@ def _revoke(args, cfg) -> int:
             raise AdminError(f"no grant {args.grant_id} (see `envoy-proxy grants`)")
         before = grant.state
         action_id = grants.end_at(grant, now, now)
-        outcomes.settle(grant.id, now)
+        jobs.settle(grant.id, now)
     who = clean(grant.full_name or grant.email or grant.subject)
     if action_id is None:
         if before in LIVE_STATES:
@@ -378,9 +380,9 @@ def _revoke(args, cfg) -> int:
             print(f"grant {grant.id} ({who}) is already {before}: nothing to do")
         return EXIT_OK
     # Imported here: the other commands need neither the HTTP clients nor the key file.
+    from daemon.access.runner import execute
     from daemon.context import Context
     from daemon.secretbox import SecretBox
-    from daemon.worker import execute
 
     if not os.path.exists(cfg.key_file):
         _error(

@@ -16,12 +16,12 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from daemon import grants, outbox, outcomes
-from daemon.envoy_client import EnvoyError
-from daemon.events import retry_quarantined
-from daemon.issuing import GrantMoved, Outcome, issue, revoke
-from daemon.proxy_access import NotConfigured
-from daemon.proxy_client import ProxyAuthError, ProxyError, ProxyRateLimited, ProxyUnavailable
+from daemon.access import grants, jobs, outbox
+from daemon.access.intake import retry_quarantined
+from daemon.access.issuing import GrantMoved, Outcome, issue, revoke
+from daemon.envoy.client import EnvoyError
+from daemon.proxy.access import NotConfigured
+from daemon.proxy.client import ProxyAuthError, ProxyError, ProxyRateLimited, ProxyUnavailable
 from db import (
     LIVE_STATES,
     Action,
@@ -88,7 +88,7 @@ EXECUTORS = {
 
 def _settle(action: Action, now: int) -> None:
     if action.grant_id is not None:
-        outcomes.settle(action.grant_id, now)
+        jobs.settle(action.grant_id, now)
 
 
 def execute(ctx, action: Action, now: int) -> bool:

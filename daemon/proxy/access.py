@@ -10,9 +10,9 @@ import hashlib
 import threading
 import time
 
-from daemon.proxy_client import ProxyClient
+from daemon.proxy.client import ProxyClient
+from daemon.rules.settings import Settings
 from daemon.secretbox import SecretBox
-from daemon.settings import Settings
 from db import Install
 
 TAG_CACHE_SECONDS = 600

@@ -17,12 +17,12 @@ import logging
 import threading
 import time
 
-from daemon import grants, outcomes, watchlist
-from daemon.envoy_request import Answer, EnvoyRequest
-from daemon.installs import remember_install
-from daemon.policy import Ignore, plan_sign_in
-from daemon.settings import Settings
-from daemon.visits import Visit
+from daemon.access import grants, jobs, watchlist
+from daemon.access.installs import remember_install
+from daemon.rules.policy import Ignore, plan_sign_in
+from daemon.rules.request import Answer, EnvoyRequest
+from daemon.rules.settings import Settings
+from daemon.rules.visits import Visit
 from db import Action, ActionKind, Grant, GrantState, Verification, database, now_epoch
 
 log = logging.getLogger("envoy_proxy.verification")
@@ -121,7 +121,7 @@ def _give_back(ctx, grant_id: int) -> None:
         Grant.update(subject=f"{grant.subject}#review-{grant.id}").where(
             Grant.id == grant.id
         ).execute()
-        outcomes.settle(grant.id, now)
+        jobs.settle(grant.id, now)
     ctx.rearm(now)
     log.info("grant %s: given back after manual review was asked", grant_id)
 

@@ -6,8 +6,8 @@ its grant. Every transaction that changes a grant's work ends with `settle(grant
 tells each waiting job how things stand once the grant has no due work left, and forgets it.
 """
 
-from daemon.envoy_request import Answer
-from daemon.times import local_clock, local_window
+from daemon.rules.request import Answer
+from daemon.rules.times import local_clock, local_window
 from db import (
     Action,
     ActionKind,

@@ -1,0 +1,3 @@
+"""The Proxy side: the API client and the per-install clients built from each
+install's settings and secret.
+"""
