@@ -87,15 +87,7 @@ def _store(request: EnvoyRequest, entity: str | None, now: int, decide) -> Answe
             if earlier is not None:
                 return Answer(earlier.status, earlier.answer)
             answer = decide()
-            Event.insert(
-                job_id=request.job_id,
-                event=request.event,
-                install_id=request.install_id,
-                entity=entity,
-                received_at=now,
-                status=answer.status,
-                answer=answer.body,
-            ).execute()
+            Event.insert(**_event_row(request, entity, now, answer)).execute()
             return answer
     except IntegrityError:
         earlier = Event.get_or_none(Event.job_id == request.job_id)
@@ -104,19 +96,26 @@ def _store(request: EnvoyRequest, entity: str | None, now: int, decide) -> Answe
         return Answer(earlier.status, earlier.answer)
 
 
+def _event_row(request: EnvoyRequest, entity: str | None, now: int, answer: Answer) -> dict:
+    """The inbox row of a delivery and the answer it got."""
+    return {
+        "job_id": request.job_id,
+        "event": request.event,
+        "install_id": request.install_id,
+        "entity": entity,
+        "received_at": now,
+        "status": answer.status,
+        "answer": answer.body,
+    }
+
+
 def _quarantine(request: EnvoyRequest, entity: str | None, now: int, error: Exception) -> Answer:
     """Store the delivery unplanned, with its error, for a later retry; 503 when even that
     cannot be written (Envoy then delivers it again)."""
     try:
         with database.atomic():
             Event.insert(
-                job_id=request.job_id,
-                event=request.event,
-                install_id=request.install_id,
-                entity=entity,
-                received_at=now,
-                status=ACCEPTED.status,
-                answer=ACCEPTED.body,
+                **_event_row(request, entity, now, ACCEPTED),
                 body=json.dumps({"meta": request.meta, "payload": request.payload}),
                 attempts=1,
                 next_attempt_at=now + _delay(1),
