@@ -151,6 +151,15 @@ STEPS.append(
     )
 )
 
+STEPS.append(
+    (
+        6,
+        "whether a grant's Proxy person is ours",
+        # NULL for grants issued before: they keep being treated as ours, as they were.
+        ['ALTER TABLE "grant" ADD COLUMN person_ours INTEGER'],
+    )
+)
+
 SCHEMA_VERSION = STEPS[-1][0]
 
 

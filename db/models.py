@@ -125,6 +125,9 @@ class Grant(BaseModel):
     photo_url = TextField(null=True)
     group_ids = JSONField(default=list)
     proxy_person_id = CharField(null=True, index=True)
+    # Whether we created that person (a visitor we imported): only then does a visit set its
+    # status. None: not known yet (not issued, or issued by a version before schema 6).
+    person_ours = BooleanField(null=True)
     # Groups whose tags the person lacked when we issued: the ones we take away at the end.
     added_group_ids = JSONField(default=list)
     # A `suspended` we scheduled in Proxy at the end, as a net if the daemon is down then.

@@ -22,12 +22,22 @@ def test_after_many_failures_the_next_attempt_is_never_further_off_than_the_cap(
     assert max(waits) > cap / 2  # full jitter over the whole range, not a fixed short wait
 
 
-def test_retry_after_from_proxy_wins_over_the_cap(database):
+def test_retry_after_from_proxy_is_honoured_up_to_the_cap(database):
     now = 1_800_000_000
     with database.atomic():
-        action = db.Action.get_by_id(outbox.enqueue("issue", "install-1", now))
+        action = db.Action.get_by_id(outbox.enqueue("job_update", "install-1", now))
         outbox.fail(action, now, "rate limited", retry_after=600)
     assert db.Action.get_by_id(action.id).next_attempt_at == now + 600
+
+
+@pytest.mark.parametrize("kind", ["issue", "revoke"])
+def test_a_retry_after_of_a_day_never_defers_access_work_past_two_minutes(database, kind):
+    """Proxy answering 429 with `Retry-After: 86400` deferred endings by a day (issue 16)."""
+    now = 1_800_000_000
+    with database.atomic():
+        action = db.Action.get_by_id(outbox.enqueue(kind, "install-1", now))
+        outbox.fail(action, now, "rate limited", retry_after=86_400)
+    assert db.Action.get_by_id(action.id).next_attempt_at <= now + outbox.BACKOFF_CAP_SECONDS
 
 
 def test_the_next_due_instant_leaves_out_actions_being_run(database):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from daemon.access import grants
-from daemon.proxy.client import ProxyClient, ProxyNotFound
+from daemon.proxy.client import ProxyClient, ProxyError, ProxyNotFound
 from daemon.rules.settings import Settings
 from db import Grant, GrantState, database, install_by_id
 
@@ -21,6 +21,17 @@ log = logging.getLogger("envoy_proxy.issuing")
 
 class GrantMoved(RuntimeError):
     """The grant changed while we were calling Proxy; the action is run again."""
+
+
+class NotOurs(ProxyError):
+    """A visit asked for access on a Proxy person that existed before us and is not active:
+    a visitor grant never changes such a person's status (PROXY_API.md, Ownership)."""
+
+
+def carries_our_marker(person: dict) -> bool:
+    """Whether we created this person: our imports name the Envoy visit in `details`."""
+    details = person.get("details") if isinstance(person.get("details"), dict) else {}
+    return bool(details.get("envoyId") or details.get("createdBy"))
 
 
 def _nothing() -> None:
@@ -72,7 +83,13 @@ def _record_intent(grant: Grant, person_id: str | None, added: list[str]) -> Non
     grant.proxy_person_id, grant.added_group_ids = person_id, added
 
 
-def _issue_visitor(grant, client, tags, settings, now) -> tuple[dict, list[str]]:
+def _issue_visitor(grant, client, tags, settings, now) -> tuple[dict, list[str], bool]:
+    """Give a visitor access: (the person, the groups we added, whether we created it).
+
+    A person we created follows its visits: tagged and activated. One that existed before us
+    (an employee, anyone an admin made) only gets the groups the visit needs, and only while
+    Proxy has it active: its status is never changed by a visit.
+    """
     person = _find_person(client, grant)
     if person is None:
         added = sorted(set(grant.group_ids) | set(grant.added_group_ids))
@@ -90,7 +107,14 @@ def _issue_visitor(grant, client, tags, settings, now) -> tuple[dict, list[str]]
         )
         # Before the safety net: a grant whose net call fails must name the person it created.
         _record_intent(grant, person["id"], added)
-        return person, added
+        return person, added, True
+    ours = grant.person_ours if grant.person_ours is not None else carries_our_marker(person)
+    if not ours and person.get("status") != "active":
+        raise NotOurs(
+            f"the Proxy person with the email {grant.email} existed before Envoy and is "
+            f"{person.get('status') or 'not active'}: a visit does not re-activate it (an "
+            "admin can, in Proxy)"
+        )
     have = set(person.get("tags") or [])
     missing = [group for group, tag in tags.items() if tag not in have]
     # Groups recorded by an earlier, interrupted attempt stay ours even though the person
@@ -99,8 +123,9 @@ def _issue_visitor(grant, client, tags, settings, now) -> tuple[dict, list[str]]
     _record_intent(grant, person["id"], added)
     for group in missing:
         client.add_to_group(group, person["id"])
-    _activate(client, person["id"], now)
-    return person, added
+    if ours:
+        _activate(client, person["id"], now)
+    return person, added, ours
 
 
 def _issue_employee(grant: Grant, client: ProxyClient, now: int) -> dict:
@@ -174,18 +199,20 @@ def issue(ctx, grant: Grant, now: int) -> Outcome:
     install = install_by_id(grant.install_id)
     settings = Settings.from_config(install.config or {})
     client = ctx.proxy.client(install)
-    if grant.kind == "employee":
-        person, added = _issue_employee(grant, client, now), []
+    if grant.kind == "employee":  # Protect: the one grant that sets an employee's status
+        person, added, ours, sets_status = _issue_employee(grant, client, now), [], False, True
     else:
         tags = ctx.proxy.group_tags(install, client, grant.group_ids)
-        person, added = _issue_visitor(grant, client, tags, settings, now)
+        person, added, ours = _issue_visitor(grant, client, tags, settings, now)
+        sets_status = ours
     grant, others = _person_grants(grant, now)
-    net = _renew_safety_net(client, grant, others, person["id"], now)
+    net = _renew_safety_net(client, grant, others, person["id"], now) if sets_status else None
 
     def record() -> None:
         changed = (
             Grant.update(
                 state=GrantState.ACTIVE,
+                person_ours=ours,
                 added_group_ids=added,
                 safety_net_at=net,
                 last_error=None,
@@ -228,12 +255,17 @@ def revoke(ctx, grant: Grant, now: int) -> Outcome:
         person_id = person["id"] if person else None
     if person_id is None:
         return Outcome("no Proxy person to suspend", ended)
+    # A visit on a person that existed before us takes back only the groups it added.
+    suspends = grant.kind == "employee" or grant.person_ours is not False
     try:
-        client.schedule_status(person_id, "suspended", now)
+        if suspends:
+            client.schedule_status(person_id, "suspended", now)
         for group in grant.added_group_ids:
             client.remove_from_group(group, person_id)
     except ProxyNotFound:
         log.warning("grant %s: Proxy person %s no longer exists", grant.id, person_id)
+    if not suspends:
+        return Outcome(f"person {person_id}: the visit's groups taken back", ended)
     return Outcome(f"person {person_id} suspended", ended)
 
 

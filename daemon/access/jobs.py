@@ -31,7 +31,10 @@ def _window_text(grant: Grant, zone_name: str | None) -> str:
         if grant.ends_at is None:
             return "active, with no end set"
         return f"until {local_clock(grant.ends_at, zone_name)} {zone_name or 'UTC'}"
-    return local_window(grant.starts_at, grant.ends_at, zone_name)
+    # A window ended before it was due to start (a sign-out ahead of early access) is shown
+    # as the instant it ended, never backwards.
+    starts = grant.starts_at if grant.ends_at is None else min(grant.starts_at, grant.ends_at)
+    return local_window(starts, grant.ends_at, zone_name)
 
 
 def grant_attachments(grant: Grant, install: Install | None) -> list[dict]:
@@ -70,7 +73,7 @@ def final_answer(grant: Grant, now: int, install: Install | None = None) -> Answ
     if grant.state == GrantState.PENDING:
         failed = next((a for a in work if a.outcome == ActionOutcome.DEAD), None)
         if failed is not None:
-            message = f"Proxy refused the credential: {failed.last_error}"
+            message = f"Proxy credential could not be issued: {failed.last_error}"
             return Answer.message(412, message, attachments=attachments)
     if any(not a.done and a.due_at <= now for a in work):
         return ACCEPTED

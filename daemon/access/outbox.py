@@ -102,7 +102,9 @@ def fail(action: Action, now: int, error: str, *, retry_after: float = 0, dead: 
     else:
         job_update = action.kind == ActionKind.JOB_UPDATE
         cap = JOB_UPDATE_BACKOFF_CAP_SECONDS if job_update else BACKOFF_CAP_SECONDS
-        delay = max(MIN_RETRY_SECONDS, backoff_seconds(attempts, cap), retry_after)
+        # Proxy's Retry-After is honoured up to the cap: an ending is tried again within
+        # 2 minutes even when Proxy asks for a day (issue 16: `Retry-After: 86400`).
+        delay = max(MIN_RETRY_SECONDS, backoff_seconds(attempts, cap), min(retry_after, cap))
         changes["next_attempt_at"] = now + int(delay + 0.999)
     Action.update(**changes).where(Action.id == action.id).execute()
 
