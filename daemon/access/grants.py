@@ -119,6 +119,17 @@ def open_window(install_id: str, plan: Open, now: int, kind: str = "visitor") ->
     return grant, False
 
 
+def reactivate_at(grant_id: int, at: int) -> None:
+    """Issue the grant again at `at`, just after an earlier safety net took access away.
+
+    Dropped with the grant's other pending issues when it ends first, so a visitor who left
+    is never re-activated."""
+    grant = grant_by_id(grant_id)
+    if grant.state in LIVE_STATES:
+        key = person_key(grant.install_id, grant.email)
+        outbox.enqueue(ActionKind.ISSUE, grant.install_id, at, grant=grant, lock_key=key)
+
+
 def close_window(install_id: str, plan: Close, now: int, kind: str = "visitor") -> Grant:
     """End access at `plan.at`; a grant not yet issued (or not yet seen) is cancelled now."""
     grant = Grant.get_or_none(install_id=install_id, subject=plan.subject)

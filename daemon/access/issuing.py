@@ -160,27 +160,40 @@ def _person_grants(grant: Grant, now: int) -> tuple[Grant, list[Grant]]:
     return fresh, list(Grant.select().where(_same_person(fresh, bearing)))
 
 
+@dataclass(frozen=True)
+class SafetyNet:
+    """Where Proxy's own schedule ends the person's access (`at`), and when the daemon must
+    re-activate the person because an earlier net cuts a longer stay short: (grant, instant)."""
+
+    at: int | None = None
+    reactivations: tuple[tuple[int, int], ...] = ()
+
+
 def _renew_safety_net(
     client: ProxyClient, grant: Grant, others: list[Grant], person_id: str, now: int
-) -> int | None:
+) -> SafetyNet:
     """Make Proxy's own schedule end access when the last live grant of the person ends.
 
-    Proxy cannot delete a scheduled status; an earlier net that would cut a longer stay short
-    is covered by an `active` one second after it.
+    Proxy cannot delete a scheduled status. An earlier net that would cut a longer stay short
+    is left to fire, and the daemon re-activates the person just after it, if a grant still
+    needs access then: Proxy's schedule never holds a future `active`, so once every grant
+    has ended nothing can turn access back on (an `active` scheduled after the old net did,
+    for the whole time between the visitor leaving and the new net: issue 16, item 1).
     """
     live = [*(g for g in others if g.state == "active"), grant]
     if any(g.ends_at is None for g in live):
-        return None
+        return SafetyNet()
     end = max(g.ends_at for g in live)
+    holder = max(live, key=lambda g: g.ends_at)
     netted = [g for g in [*others, grant] if g.safety_net_at is not None]
     nets = [g for g in netted if now < g.safety_net_at <= end]
-    for earlier in (g for g in nets if g.safety_net_at < end):
-        client.schedule_status(person_id, "active", earlier.safety_net_at + 1)
-        Grant.update(safety_net_at=None).where(Grant.id == earlier.id).execute()
+    reactivations = tuple(
+        (holder.id, earlier.safety_net_at + 1) for earlier in nets if earlier.safety_net_at < end
+    )
     if _has_net_at(grant, nets, end, now):
-        return end if grant.safety_net_at == end else None
+        return SafetyNet(end if grant.safety_net_at == end else None, reactivations)
     client.schedule_status(person_id, "suspended", end)
-    return end
+    return SafetyNet(end, reactivations)
 
 
 def _has_net_at(grant: Grant, nets: list[Grant], end: int, now: int) -> bool:
@@ -206,7 +219,9 @@ def issue(ctx, grant: Grant, now: int) -> Outcome:
         person, added, ours = _issue_visitor(grant, client, tags, settings, now)
         sets_status = ours
     grant, others = _person_grants(grant, now)
-    net = _renew_safety_net(client, grant, others, person["id"], now) if sets_status else None
+    net = SafetyNet()
+    if sets_status:
+        net = _renew_safety_net(client, grant, others, person["id"], now)
 
     def record() -> None:
         changed = (
@@ -214,7 +229,7 @@ def issue(ctx, grant: Grant, now: int) -> Outcome:
                 state=GrantState.ACTIVE,
                 person_ours=ours,
                 added_group_ids=added,
-                safety_net_at=net,
+                safety_net_at=net.at,
                 last_error=None,
                 updated_at=now,
                 version=Grant.version + 1,
@@ -224,6 +239,8 @@ def issue(ctx, grant: Grant, now: int) -> Outcome:
         )
         if not changed:
             raise GrantMoved(f"grant {grant.id} changed during issue")
+        for holder_id, at in net.reactivations:
+            grants.reactivate_at(holder_id, at)
 
     return Outcome(f"person {person['id']} active", record)
 
