@@ -13,6 +13,7 @@ class Answer:
     status: int = 200
     headers: dict = field(default_factory=dict)
     body: dict | None = None
+    raw: bytes | None = None  # sent as is instead of `body` (an unreadable answer)
 
 
 @dataclass
@@ -34,6 +35,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         answer = server.answer_for(self.path)
         body = b"" if answer.body is None else json.dumps(answer.body).encode()
+        if answer.raw is not None:
+            body = answer.raw
         self.send_response(answer.status)
         for name, value in answer.headers.items():
             self.send_header(name, value)

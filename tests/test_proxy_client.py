@@ -543,3 +543,24 @@ def test_credentials_in_the_url_are_refused_without_echoing_them():
     with pytest.raises(ValueError) as caught:
         ProxyClient(f"http://{KEY}:{SECRET}@127.0.0.1", KEY, SECRET)
     assert SECRET not in str(caught.value)
+
+
+def test_an_unreadable_2xx_is_ambiguous_not_a_refusal():
+    """Proxy answering 200 with a body that is not JSON made the action dead on its first try
+    (Envoy told "failed") while the person may be active (issue 16, item 8)."""
+    garbled = Answer(200, raw=b"<html>gateway</html>")
+    with scripted({}, default=garbled) as proxy, make_client(proxy.url, retry_budget=0.3) as client:
+        error = raised(ProxyError, client.schedule_status, "person-1", "suspended")
+    assert isinstance(error, ProxyUnavailable), "retried by the outbox, never given up"
+
+
+def test_an_import_answer_without_the_person_is_looked_up_not_refused():
+    """An import answer that does not name the person is ambiguous: the person may exist."""
+    person = {"id": "p_9", "email": "ada@example.com", "tags": [], "status": "active"}
+    answers = {
+        "/manage/persons/import": Answer(200, body={"items": []}),
+        "/manage/persons": Answer(200, body={"items": [person]}),
+    }
+    with scripted(answers) as proxy, make_client(proxy.url, retry_budget=1.0) as client:
+        found = client.import_person(name="Ada", email="ada@example.com", tags=[])
+    assert found["id"] == "p_9"

@@ -419,12 +419,14 @@ class ProxyClient:
             logger.exception("the Proxy metrics hook failed")
 
     def _decode(self, response, call):
+        """A 2xx answer's body. One that cannot be read is ambiguous, not a refusal: Proxy may
+        have done what was asked, so the caller looks again and retries (issue 16, item 8)."""
         if not response.content:
             return {}
         try:
             return response.json()
         except ValueError:
-            raise ProxyError(
+            raise ProxyUnavailable(
                 "the answer is not JSON", status=response.status_code, call=call
             ) from None
 
@@ -558,9 +560,11 @@ def _import_body(name, email, tags, photo, phone, envoy_id, created_by_envoy, se
 def _imported(data, email) -> dict:
     """The one person the import answer lists, checked against the email sent (where the answer
     gives one): it becomes a grant's person."""
-    persons = data.get("items") or []
-    if len(persons) != 1 or not persons[0].get("id"):
-        raise ProxyError(
+    persons = data.get("items") if isinstance(data, dict) else None
+    persons = persons if isinstance(persons, list) else []
+    if len(persons) != 1 or not isinstance(persons[0], dict) or not persons[0].get("id"):
+        # Ambiguous: the person may exist now. The import looks the email up and retries.
+        raise ProxyUnavailable(
             f"the import answer names {len(persons)} persons for 1 sent",
             call=f"POST {IMPORT_PATH}",
         )
