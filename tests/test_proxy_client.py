@@ -316,6 +316,25 @@ def test_remove_from_group_skips_an_endpoint_proxy_lacks_and_says_so_once(
     assert len(calls(proxy_sandbox, "DELETE", f"/manage/groups/grp-vip/persons/{sam['id']}")) == 1
 
 
+def test_a_tenant_without_the_assumed_endpoints_is_learnt_once_per_org(proxy_sandbox, caplog):
+    """Without DELETE membership and GET person, every ending repeated the DELETE and logged
+    the person as gone (issue 16, item 11): the person is looked for by email (documented)
+    and what the org lacks is remembered for every client of that org."""
+    learnt = set()
+    with make_client(proxy_sandbox.url, missing_endpoints=learnt) as first:
+        sam = first.find_person_by_email("sam@example.com")
+        first.add_to_group("grp-vip", sam["id"])
+        proxy_sandbox.add_fault(status=404, path_prefix="/manage/groups/grp-vip/persons/")
+        proxy_sandbox.add_fault(status=404, path_prefix=f"/manage/persons/{sam['id']}")
+        first.remove_from_group("grp-vip", sam["id"], email="sam@example.com")
+    with make_client(proxy_sandbox.url, missing_endpoints=learnt) as second:
+        second.remove_from_group("grp-contractors", sam["id"], email="sam@example.com")
+    deletes = [c for c in proxy_sandbox.state()["calls"] if c["method"] == "DELETE"]
+    assert len(deletes) == 1, "asked once for the org, then skipped by every client"
+    assert len([r for r in caplog.records if "skipping" in r.getMessage()]) == 1
+    assert not [r for r in caplog.records if "no longer exists" in r.getMessage()]
+
+
 def test_remove_from_group_reports_an_unknown_person(client):
     error = raised(ProxyNotFound, client.remove_from_group, "grp-vip", "no-such-person")
     assert "no-such-person" in error.description

@@ -278,7 +278,7 @@ def revoke(ctx, grant: Grant, now: int) -> Outcome:
         if suspends:
             client.schedule_status(person_id, "suspended", now)
         for group in grant.added_group_ids:
-            client.remove_from_group(group, person_id)
+            client.remove_from_group(group, person_id, email=grant.email)
     except ProxyNotFound:
         log.warning("grant %s: Proxy person %s no longer exists", grant.id, person_id)
     if not suspends:

@@ -30,6 +30,8 @@ class ProxyAccess:
         self.retry_budget = retry_budget
         self._clients: dict[tuple, ProxyClient] = {}
         self._tags: dict[tuple, tuple[float, str]] = {}
+        # Per Proxy org: the assumed endpoints its tenant lacks, learnt once for all clients.
+        self._missing_endpoints: dict[str, set] = {}
         self._lock = threading.Lock()
 
     def limited(self, retry_budget: float) -> "ProxyAccess":
@@ -80,6 +82,9 @@ class ProxyAccess:
                     read_timeout=min(10.0, max(1.0, retry_budget)),
                     retry_budget=retry_budget,
                     observe=self.observe,
+                    missing_endpoints=self._missing_endpoints.setdefault(
+                        settings.proxy_org_id, set()
+                    ),
                 )
                 self._clients[key] = client
         return client

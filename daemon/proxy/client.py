@@ -97,7 +97,10 @@ class ProxyClient:
         retry_budget=10.0,
         session=None,
         observe=None,
+        missing_endpoints: set | None = None,
     ):
+        """`missing_endpoints`: the assumed endpoints this org's tenant lacks, learnt once and
+        shared by every client of the org (ProxyAccess keeps one set per org)."""
         parts = urlsplit(base_url)
         if parts.username or parts.password:
             raise ValueError("the Proxy base URL must not carry credentials")
@@ -111,7 +114,7 @@ class ProxyClient:
         self._session = session or session_for(self.base_url)
         self._headers = {"User-Agent": f"envoy-proxy/{__version__}", "Accept": "application/json"}
         self._observe = observe
-        self._missing_endpoints = set()
+        self._missing_endpoints = set() if missing_endpoints is None else missing_endpoints
 
     def __repr__(self):
         return f"ProxyClient(base_url={self.base_url!r}, app_key={self.app_key!r})"
@@ -246,10 +249,14 @@ class ProxyClient:
         path = "/manage/groups/{id}/persons/{person_id}"
         self._request("POST", path, id=group_id, person_id=person_id, params=self._scope())
 
-    def remove_from_group(self, group_id, person_id) -> None:
-        """Take the person out of the group; skipped (logged once) if Proxy lacks the endpoint.
+    def remove_from_group(self, group_id, person_id, email=None) -> None:
+        """Take the person out of the group; skipped (logged once per org) if Proxy lacks the
+        endpoint.
 
         A 404 means the endpoint is missing only when the group and the person both exist.
+        The person is looked for by `email` when given: the documented list call, since a
+        tenant without this assumed endpoint may lack the assumed `GET /manage/persons/{id}`
+        too (every ending then repeated the DELETE and logged the person as gone).
         """
         path = "/manage/groups/{id}/persons/{person_id}"
         if path in self._missing_endpoints:
@@ -258,10 +265,21 @@ class ProxyClient:
             self._request("DELETE", path, id=group_id, person_id=person_id, params=self._scope())
         except ProxyNotFound as error:
             self.get_group(group_id)  # raises ProxyNotFound for an unknown group
-            if self.get_person(person_id) is None:
+            if not self._person_exists(person_id, email):
                 raise error from None
-            self._missing_endpoints.add(path)
-            logger.warning("Proxy has no DELETE %s endpoint; skipping removals from groups", path)
+            if path not in self._missing_endpoints:
+                self._missing_endpoints.add(path)
+                logger.warning(
+                    "Proxy org %s has no DELETE %s endpoint; skipping removals from groups",
+                    self.org_id,
+                    path,
+                )
+
+    def _person_exists(self, person_id, email) -> bool:
+        if email:
+            found = self.find_person_by_email(email)
+            return found is not None and found.get("id") == person_id
+        return self.get_person(person_id) is not None
 
     def resend_invite(self, person_id) -> None:
         """Ask Proxy to email the person the app invitation again (never sent twice by us)."""
