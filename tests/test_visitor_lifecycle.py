@@ -223,7 +223,9 @@ def test_returning_visitor_reuses_the_existing_proxy_person(daemon):
     statuses = [
         s["status"] for s in sorted(person["scheduledStatuses"], key=lambda s: s["scheduledDate"])
     ]
-    assert statuses[-2:] == ["active", "suspended"]
+    # Activated again, and a net at the end; no `active` is ever scheduled after a net (the
+    # first visit's net, if earlier, fires and the daemon re-activates just after it).
+    assert "active" in statuses and statuses[-1] == "suspended"
 
 
 def test_two_visits_of_one_person_share_the_credential_until_the_last_ends(daemon):

@@ -86,6 +86,9 @@ def open_window(install_id: str, plan: Open, now: int, kind: str = "visitor") ->
         return _create(install_id, plan, kind, now), True
     if grant.state not in LIVE_STATES:
         return grant, False
+    if _starts_over(grant, plan, now):
+        retire(grant, now, "replaced")
+        return _create(install_id, plan, kind, now), True
     starts, ends = _merged_window(grant, plan)
     if grant.state == GrantState.ACTIVE:
         starts = grant.starts_at
@@ -100,8 +103,11 @@ def open_window(install_id: str, plan: Open, now: int, kind: str = "visitor") ->
         "photo_url": visit.photo_url or grant.photo_url,
         "updated_at": now,
     }
-    if grant.state == GrantState.PENDING and visit.email:
-        changes["email"] = visit.email
+    if grant.state == GrantState.PENDING and visit.email and visit.email != grant.email:
+        changes["email"] = visit.email  # not issued yet: the right guest simply gets it
+        Action.update(lock_key=person_key(install_id, visit.email)).where(
+            (Action.grant == grant.id) & (Action.done == False)  # noqa: E712
+        ).execute()
     moved = (starts, ends, list(plan.group_ids)) != (
         grant.starts_at,
         grant.ends_at,
@@ -119,6 +125,25 @@ def open_window(install_id: str, plan: Open, now: int, kind: str = "visitor") ->
     return grant, False
 
 
+def _starts_over(grant: Grant, plan: Open, now: int) -> bool:
+    """Whether this change needs a new grant rather than a moved one (issue 16, items 6-7):
+    an issued (or half-issued) grant whose email was corrected — the credential belongs to
+    the other address — or whose invite moved to a later start, which must not keep access
+    on until then."""
+    issued = grant.state == GrantState.ACTIVE or not untouched(grant)
+    if not issued:
+        return False
+    new_email = plan.visit.email is not None and plan.visit.email != grant.email
+    return new_email or (not plan.extend and plan.starts_at > now)
+
+
+def retire(grant: Grant, now: int, why: str) -> None:
+    """End this grant's access now and free its subject, so that the visit's next event
+    starts a grant of its own (an invite that changed, a hook's credential given back)."""
+    end_at(grant, now, now)
+    Grant.update(subject=f"{grant.subject}#{why}-{grant.id}").where(Grant.id == grant.id).execute()
+
+
 def reactivate_at(grant_id: int, at: int) -> None:
     """Issue the grant again at `at`, just after an earlier safety net took access away.
 
@@ -130,9 +155,13 @@ def reactivate_at(grant_id: int, at: int) -> None:
         outbox.enqueue(ActionKind.ISSUE, grant.install_id, at, grant=grant, lock_key=key)
 
 
-def close_window(install_id: str, plan: Close, now: int, kind: str = "visitor") -> Grant:
-    """End access at `plan.at`; a grant not yet issued (or not yet seen) is cancelled now."""
+def close_window(install_id: str, plan: Close, now: int, kind: str = "visitor") -> Grant | None:
+    """End access at `plan.at`; a grant not yet issued (or not yet seen) is cancelled now.
+
+    None when there is no grant and the plan leaves no tombstone."""
     grant = Grant.get_or_none(install_id=install_id, subject=plan.subject)
+    if grant is None and not plan.tombstone:
+        return None
     if grant is None:
         # The sign-out (or removal) came first: a tombstone makes the later sign-in a no-op.
         visit = plan.visit

@@ -155,6 +155,8 @@ def _apply(request: EnvoyRequest, visit: Visit, now: int) -> Answer:
     else:
         assert isinstance(plan, Close)
         grant = grants.close_window(request.install_id, plan, now, kind)
+        if grant is None:
+            return Answer.message(400, "the invite's access window is already over")
         answer = _answer_for(request, grant, install, now)
     if answer.status == 202:
         jobs.wait_for(grant, request.job_id, now)

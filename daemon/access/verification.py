@@ -116,12 +116,8 @@ def _give_back(ctx, grant_id: int) -> None:
     """End the credential this hook asked for and free its subject for a later sign-in."""
     now = now_epoch()
     with database.connection_context(), database.atomic():
-        grant = Grant.get_by_id(grant_id)
-        grants.end_at(grant, now, now)
-        Grant.update(subject=f"{grant.subject}#review-{grant.id}").where(
-            Grant.id == grant.id
-        ).execute()
-        jobs.settle(grant.id, now)
+        grants.retire(Grant.get_by_id(grant_id), now, "review")
+        jobs.settle(grant_id, now)
     ctx.rearm(now)
     log.info("grant %s: given back after manual review was asked", grant_id)
 

@@ -37,11 +37,17 @@ class Open:
 
 @dataclass(frozen=True)
 class Close:
-    """End the access of the grant of `subject` at `at` (cancel it if never issued)."""
+    """End the access of the grant of `subject` at `at` (cancel it if never issued).
+
+    `tombstone`: with no grant yet, leave a closed one so that a later opening event changes
+    nothing (a sign-out that overtook its sign-in). Not for an invite moved into the past:
+    with no grant, there is simply nothing to end.
+    """
 
     subject: str
     at: int
     visit: Visit
+    tombstone: bool = True
 
 
 Plan = Ignore | Open | Close
@@ -120,4 +126,17 @@ def plan_visitor(event: str, visit: Visit, settings: Settings, now: int) -> Plan
         return Close(visit.subject, now, visit)
     if visit.kind != "invites":
         return Ignore(400, f"`{event}` expects an invite payload")
-    return plan_invite(visit, settings, now)
+    plan = plan_invite(visit, settings, now)
+    if (
+        event == "invite_updated"
+        and isinstance(plan, Ignore)
+        and _window_over(visit, settings, now)
+    ):
+        # Moved into the past: whatever access the invite has ends now.
+        return Close(visit.subject, now, visit, tombstone=False)
+    return plan
+
+
+def _window_over(visit: Visit, settings: Settings, now: int) -> bool:
+    arrival = visit.expected_arrival
+    return arrival is not None and arrival + settings.access_duration_minutes * 60 <= now
