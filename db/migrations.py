@@ -160,6 +160,31 @@ STEPS.append(
     )
 )
 
+
+def _orgs_of_grants() -> None:
+    """Version 7's data step: each grant's Proxy org, from its install's config."""
+    installs = database.execute_sql("SELECT install_id, config FROM install").fetchall()
+    for install_id, config in installs:
+        org = (json.loads(config or "{}") or {}).get("proxy_org_id")
+        if org is not None:
+            database.execute_sql(
+                'UPDATE "grant" SET proxy_org_id = ? WHERE install_id = ?', (str(org), install_id)
+            )
+
+
+STEPS.append(
+    (
+        7,
+        "a grant's Proxy org: persons are per org, across installs",
+        [
+            'ALTER TABLE "grant" ADD COLUMN proxy_org_id VARCHAR(255)',
+            _orgs_of_grants,
+            'CREATE INDEX grant_org_email ON "grant" (proxy_org_id, email)',
+            'CREATE INDEX grant_org_person ON "grant" (proxy_org_id, proxy_person_id)',
+        ],
+    )
+)
+
 SCHEMA_VERSION = STEPS[-1][0]
 
 

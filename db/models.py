@@ -115,6 +115,9 @@ class Grant(BaseModel):
     """
 
     install_id = CharField()
+    # The Proxy org of the grant's person: persons belong to the org, which several installs
+    # (locations) may share, so a person's grants are looked at together across installs.
+    proxy_org_id = CharField(null=True)
     kind = CharField()  # visitor | employee
     subject = CharField()  # e.g. "invites:7", "entries:42"
     entry_id = CharField(null=True)

@@ -29,10 +29,10 @@ def _poisoned(monkeypatch, email: str) -> None:
     """A bug that only this visitor's planning meets."""
     open_window = grants.open_window
 
-    def open_window_with_a_bug(install_id, plan, now, kind="visitor"):
+    def open_window_with_a_bug(install_id, plan, *args, **kwargs):
         if plan.visit.email == email:
             raise RuntimeError("a bug in planning")
-        return open_window(install_id, plan, now, kind)
+        return open_window(install_id, plan, *args, **kwargs)
 
     monkeypatch.setattr(grants, "open_window", open_window_with_a_bug)
 

@@ -35,7 +35,9 @@ def test_a_newer_database_is_refused(empty_db):
 
 def test_the_migrated_schema_has_every_column_of_the_models(empty_db):
     db.migrate()
-    for model in (db.Install, db.Event, db.Grant, db.Action, db.WatchlistEntry, db.Verification):
+    models = (db.Install, db.Event, db.Grant, db.Action, db.JobWait, db.WatchlistEntry,
+              db.Verification)  # fmt: skip
+    for model in models:
         table = model._meta.table_name
         columns = {c.name for c in empty_db.get_columns(table)}
         fields = {f.column_name for f in model._meta.sorted_fields}
@@ -53,3 +55,37 @@ def test_database_file_is_private_and_pragmas_are_set(tmp_path):
         assert db.database.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
     finally:
         db.close_database()
+
+
+def test_jobs_kept_in_action_payloads_become_job_waits(empty_db):
+    """Version 5: an older database's Envoy jobs, kept as lists in the payload, are kept."""
+    db.migrate(4)
+    empty_db.execute_sql(
+        """INSERT INTO "grant" (id, install_id, kind, subject, group_ids, added_group_ids,
+           starts_at, state, version, created_at, updated_at)
+           VALUES (1, 'i-1', 'visitor', 'entries:1', '[]', '[]', 0, 'pending', 0, 0, 0)"""
+    )
+    empty_db.execute_sql(
+        """INSERT INTO action (grant_id, install_id, kind, payload, due_at, next_attempt_at,
+           attempts, done, created_at) VALUES (1, 'i-1', 'issue', '{"jobs": ["j-1", "j-2"]}',
+           0, 0, 0, 0, 0)"""
+    )
+    db.migrate(5)
+    waits = empty_db.execute_sql("SELECT job_id, grant_id FROM job_wait ORDER BY job_id")
+    assert waits.fetchall() == [("j-1", 1), ("j-2", 1)]
+
+
+def test_grants_learn_their_installs_proxy_org(empty_db):
+    """Version 7: a person's grants are found across installs by org."""
+    db.migrate(6)
+    empty_db.execute_sql(
+        """INSERT INTO install (install_id, config, created_at, updated_at)
+           VALUES ('i-1', '{"proxy_org_id": "org-9"}', 0, 0)"""
+    )
+    empty_db.execute_sql(
+        """INSERT INTO "grant" (install_id, kind, subject, group_ids, added_group_ids,
+           starts_at, state, version, created_at, updated_at)
+           VALUES ('i-1', 'visitor', 'entries:1', '[]', '[]', 0, 'active', 0, 0, 0)"""
+    )
+    db.migrate(7)
+    assert empty_db.execute_sql('SELECT proxy_org_id FROM "grant"').fetchone() == ("org-9",)

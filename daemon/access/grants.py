@@ -18,9 +18,12 @@ from db import (
 )
 
 
-def person_key(install_id: str, email: str | None) -> str | None:
-    """The outbox lock key of one Proxy person (per install, by email)."""
-    return f"{install_id}:{email}" if email else None
+def person_key(grant: Grant, email: str | None = None) -> str | None:
+    """The outbox lock key of the grant's Proxy person: its org and email (its install for
+    grants from before orgs were recorded). One person's actions never run side by side,
+    whichever install they come from."""
+    email = email or grant.email
+    return f"{grant.proxy_org_id or grant.install_id}:{email}" if email else None
 
 
 def pending_action(grant: Grant, kind: str) -> Action | None:
@@ -35,18 +38,19 @@ def _ensure_action(grant: Grant, kind: str, due_at: int) -> int:
     """The id of the grant's pending action of this kind, created or moved to `due_at`."""
     action = pending_action(grant, kind)
     if action is None:
-        key = person_key(grant.install_id, grant.email)
+        key = person_key(grant)
         return outbox.enqueue(kind, grant.install_id, due_at, grant=grant, lock_key=key)
     if action.due_at != due_at:
         outbox.reschedule(action, due_at)
     return action.id
 
 
-def _create(install_id: str, plan: Open, kind: str, now: int) -> Grant:
+def _create(install_id: str, plan: Open, kind: str, now: int, org_id: str | None) -> Grant:
     """A new grant with its issue (and revoke) action: it has no actions yet to look up."""
     visit = plan.visit
     grant = Grant.create(
         install_id=install_id,
+        proxy_org_id=org_id,
         kind=kind,
         subject=plan.subject,
         entry_id=visit.id if visit.kind == "entries" else visit.entry_id,
@@ -61,7 +65,7 @@ def _create(install_id: str, plan: Open, kind: str, now: int) -> Grant:
         created_at=now,
         updated_at=now,
     )
-    key = person_key(install_id, grant.email)
+    key = person_key(grant)
     outbox.enqueue(ActionKind.ISSUE, install_id, plan.starts_at, grant=grant, lock_key=key)
     if plan.ends_at is not None:
         outbox.enqueue(ActionKind.REVOKE, install_id, plan.ends_at, grant=grant, lock_key=key)
@@ -77,18 +81,21 @@ def _merged_window(grant: Grant, plan: Open) -> tuple[int, int | None]:
     return starts, max(grant.ends_at, plan.ends_at)
 
 
-def open_window(install_id: str, plan: Open, now: int, kind: str = "visitor") -> tuple[Grant, bool]:
+def open_window(
+    install_id: str, plan: Open, now: int, kind: str = "visitor", org_id: str | None = None
+) -> tuple[Grant, bool]:
     """Create or move the grant of `plan.subject`; a closed grant stays closed.
 
-    Returns the grant and whether it was created here."""
+    `org_id`: the install's Proxy org, recorded on a new grant. Returns the grant and whether
+    it was created here."""
     grant = Grant.get_or_none(install_id=install_id, subject=plan.subject)
     if grant is None:
-        return _create(install_id, plan, kind, now), True
+        return _create(install_id, plan, kind, now, org_id), True
     if grant.state not in LIVE_STATES:
         return grant, False
     if _starts_over(grant, plan, now):
         retire(grant, now, "replaced")
-        return _create(install_id, plan, kind, now), True
+        return _create(install_id, plan, kind, now, org_id or grant.proxy_org_id), True
     starts, ends = _merged_window(grant, plan)
     if grant.state == GrantState.ACTIVE:
         starts = grant.starts_at
@@ -105,7 +112,7 @@ def open_window(install_id: str, plan: Open, now: int, kind: str = "visitor") ->
     }
     if grant.state == GrantState.PENDING and visit.email and visit.email != grant.email:
         changes["email"] = visit.email  # not issued yet: the right guest simply gets it
-        Action.update(lock_key=person_key(install_id, visit.email)).where(
+        Action.update(lock_key=person_key(grant, visit.email)).where(
             (Action.grant == grant.id) & (Action.done == False)  # noqa: E712
         ).execute()
     moved = (starts, ends, list(plan.group_ids)) != (
@@ -151,7 +158,7 @@ def reactivate_at(grant_id: int, at: int) -> None:
     is never re-activated."""
     grant = grant_by_id(grant_id)
     if grant.state in LIVE_STATES:
-        key = person_key(grant.install_id, grant.email)
+        key = person_key(grant)
         outbox.enqueue(ActionKind.ISSUE, grant.install_id, at, grant=grant, lock_key=key)
 
 

@@ -146,7 +146,9 @@ def _apply(request: EnvoyRequest, visit: Visit, now: int) -> Answer:
     if isinstance(plan, Ignore):
         return Answer.message(plan.status, plan.message)
     if isinstance(plan, Open):
-        grant, created = grants.open_window(request.install_id, plan, now, kind)
+        grant, created = grants.open_window(
+            request.install_id, plan, now, kind, settings.proxy_org_id
+        )
         if created:
             # Nothing else waits on a new grant, and its only due work is its issue.
             answer = ACCEPTED if plan.starts_at <= now else jobs.final_answer(grant, now, install)

@@ -49,14 +49,19 @@ class Outcome:
 
 
 def _same_person(grant: Grant, also=None):
-    """The install's other grants with this grant's email or Proxy person id (and `also`).
+    """The other grants of this grant's Proxy person (and `also`): those with its email or
+    its Proxy person id in its Proxy org, whichever install they belong to.
 
-    The (install, email) and (install, person) indexes serve each side of the OR.
+    The (org, email) and (org, person) indexes serve each side of the OR.
     """
     key = Grant.email == grant.email
     if grant.proxy_person_id:
         key |= Grant.proxy_person_id == grant.proxy_person_id
-    others = (Grant.install_id == grant.install_id) & key & (Grant.id != grant.id)
+    if grant.proxy_org_id:
+        scope = Grant.proxy_org_id == grant.proxy_org_id
+    else:  # recorded before orgs were: its install's grants
+        scope = Grant.install_id == grant.install_id
+    others = scope & key & (Grant.id != grant.id)
     return others if also is None else others & also
 
 

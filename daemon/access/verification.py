@@ -77,7 +77,7 @@ def _issue(ctx, request: EnvoyRequest, visit: Visit, settings: Settings, deadlin
         return None, (plan.message if plan.status == 412 else None)
     with database.atomic():
         remember_install(request, now)
-        grant, _ = grants.open_window(request.install_id, plan, now)
+        grant, _ = grants.open_window(request.install_id, plan, now, org_id=settings.proxy_org_id)
     if grant.state == GrantState.ACTIVE:
         return grant.id, None
     ctx.rearm(now)
