@@ -641,6 +641,7 @@ class LoadResult:
     first_sent: float = 0.0  # time.time()
     elapsed: float = 0.0  # seconds from the first send to the last answer
     answers: dict = field(default_factory=dict)  # index -> (status, body) when kept
+    sent: dict = field(default_factory=dict)  # index -> time.time() of the send (run_paced)
 
     @property
     def answered(self) -> int:
@@ -707,6 +708,54 @@ def run_load(
     for thread in threads:
         thread.join(timeout=time_limit + 60)
     result.elapsed = max(0.0, last_answer[0] - began)
+    return result
+
+
+def run_paced(
+    url: str,
+    requests_: Sequence[tuple[str, str, bytes | None, dict]],
+    rate: float,
+    clients: int = 16,
+) -> LoadResult:
+    """Send request i at i / `rate` seconds after the start, from `clients` threads with
+    keep-alive connections: an open load, as a lobby's iPads make it. A latency counts from
+    the instant the request was due, so a client that fell behind shows as latency rather
+    than as a lower rate; `sent` holds each request's wall-clock send time."""
+    result = LoadResult()
+    lock = threading.Lock()
+    counter = itertools.count()
+    start_gate = threading.Barrier(clients + 1)
+    began = [0.0]
+
+    def client() -> None:
+        connection = KeepAlive(url)
+        start_gate.wait()
+        while (index := next(counter)) < len(requests_):
+            due = began[0] + index / rate
+            time.sleep(max(0.0, due - time.monotonic()))
+            method, path, body, headers = requests_[index]
+            sent = time.time()
+            try:
+                status, _ = connection.request(method, path, body, headers)
+            except (OSError, http.client.HTTPException):
+                with lock:
+                    result.statuses["error"] += 1
+                continue
+            answered = time.monotonic()
+            with lock:
+                result.latencies.append(answered - due)
+                result.statuses[status] += 1
+                result.sent[index] = sent
+                result.elapsed = max(result.elapsed, answered - began[0])
+        connection.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    began[0], result.first_sent = time.monotonic(), time.time()
+    start_gate.wait()
+    for thread in threads:
+        thread.join(timeout=len(requests_) / rate + 120)
     return result
 
 
