@@ -10,6 +10,7 @@ import base64
 import binascii
 import collections
 import copy
+import email.utils
 import itertools
 import json
 import logging
@@ -809,6 +810,11 @@ class ProxySandbox:
             view["faults"] = [f.view() for f in self._faults]
         return view
 
+    def now(self) -> float:
+        """The sandbox's clock (epoch seconds): real time plus the offset set by `set_clock`."""
+        with self._lock:
+            return self._world.now()
+
     def set_clock(self, offset_seconds: float | None = None, now: float | None = None) -> dict:
         """Set the sandbox clock's offset from real time, or the sandbox's now (epoch seconds)."""
         if (offset_seconds is None) == (now is None):
@@ -1002,6 +1008,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(reply.body)
 
     do_POST = do_DELETE = do_PUT = do_PATCH = do_GET
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header, from the sandbox's own (possibly offset) clock, as Proxy's."""
+        return email.utils.formatdate(
+            self.server.sandbox.now() if timestamp is None else timestamp, usegmt=True
+        )
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)

@@ -357,21 +357,35 @@ def test_schedule_status_suspends_then_reactivates(client, proxy_sandbox):
     assert [s["status"] for s in scheduled] == ["suspended", "active"]
 
 
-def test_schedule_status_clamps_a_past_date_into_the_future(client):
+def test_schedule_status_clamps_a_past_date_into_the_near_future(client):
+    """Once Proxy's clock is known (any answer's Date), a status takes effect within 2.5 s."""
     sam = client.find_person_by_email("sam@example.com")
     before = time.time()
     answer = client.schedule_status(sam["id"], "suspended", at=before - 3600)
-    assert before + 5 <= epoch(answer["scheduledDate"]) <= time.time() + 7
+    assert before + 1 <= epoch(answer["scheduledDate"]) <= time.time() + 2.5
 
 
-def test_schedule_status_retries_once_when_proxys_clock_is_ahead(client, proxy_sandbox):
-    sam = client.find_person_by_email("sam@example.com")
-    proxy_sandbox.set_clock(offset_seconds=15)
+def test_schedule_status_reads_proxys_clock_again_when_a_date_is_refused(client, proxy_sandbox):
+    sam = client.find_person_by_email("sam@example.com")  # the clock learnt at offset 0
+    proxy_sandbox.set_clock(offset_seconds=15)  # then Proxy's clock jumps
     before = time.time()
     answer = client.schedule_status(sam["id"], "suspended")
-    assert epoch(answer["scheduledDate"]) >= before + 30
+    assert before + 15 <= epoch(answer["scheduledDate"]) <= time.time() + 15 + 5
     path = f"/mobile-access/persons/{sam['id']}/scheduled-statuses"
     assert [c["status"] for c in calls(proxy_sandbox, "POST", path)] == [400, 200]
+
+
+@pytest.mark.parametrize("offset", [3600, -7200])
+def test_statuses_are_scheduled_on_proxys_clock_not_ours(client, proxy_sandbox, offset):
+    """Our clock 1 h behind Proxy's: every revoke failed forever ("has to be a future date").
+    2 h ahead: a sign-out's suspension was scheduled 2 h into Proxy's future (issue 16)."""
+    proxy_sandbox.set_clock(offset_seconds=offset)
+    sam = client.find_person_by_email("sam@example.com")  # an answer, with Proxy's Date
+    answer = client.schedule_status(sam["id"], "suspended")
+    proxy_now = time.time() + offset
+    assert proxy_now <= epoch(answer["scheduledDate"]) <= proxy_now + 2.5
+    path = f"/mobile-access/persons/{sam['id']}/scheduled-statuses"
+    assert [c["status"] for c in calls(proxy_sandbox, "POST", path)] == [200]
 
 
 def test_schedule_status_refuses_an_unknown_status(client):

@@ -11,6 +11,7 @@ import threading
 import time
 
 from daemon.proxy.client import ProxyClient
+from daemon.proxy.clock import ProxyClock
 from daemon.rules.settings import Settings
 from daemon.secretbox import SecretBox
 from db import Install
@@ -30,8 +31,10 @@ class ProxyAccess:
         self.retry_budget = retry_budget
         self._clients: dict[tuple, ProxyClient] = {}
         self._tags: dict[tuple, tuple[float, str]] = {}
-        # Per Proxy org: the assumed endpoints its tenant lacks, learnt once for all clients.
+        # Per Proxy org, shared by all its clients: the assumed endpoints its tenant lacks
+        # (learnt once) and its clock (learnt from every answer).
         self._missing_endpoints: dict[str, set] = {}
+        self._clocks: dict[str, ProxyClock] = {}
         self._lock = threading.Lock()
 
     def limited(self, retry_budget: float) -> "ProxyAccess":
@@ -85,6 +88,7 @@ class ProxyAccess:
                     missing_endpoints=self._missing_endpoints.setdefault(
                         settings.proxy_org_id, set()
                     ),
+                    clock=self._clocks.setdefault(settings.proxy_org_id, ProxyClock()),
                 )
                 self._clients[key] = client
         return client

@@ -19,6 +19,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 from daemon import __version__
 from daemon.http_session import session_for
 from daemon.masking import mask
+from daemon.proxy.clock import ProxyClock
 from daemon.retry import Budget, retry_after_seconds
 
 logger = logging.getLogger("envoy_proxy.proxy")
@@ -27,8 +28,7 @@ MAX_LIMIT = 100
 CREATED_BY_ENVOY = "Created by Envoy"
 NAME_SUFFIX = f" ({CREATED_BY_ENVOY})"
 STATUSES = ("active", "suspended")
-FUTURE_DATE_MARGIN = 5.0  # seconds: a scheduled status is never sent closer to now than this
-FUTURE_DATE_RETRY = 30.0  # seconds: used once when Proxy's clock says our date is not future
+FUTURE_DATE_RETRY_LEAD = 2.0  # seconds more, once, when Proxy found our date not future
 FUTURE_DATE_ERROR = "has to be a future date"
 MAX_PHOTO_URL = 256  # Proxy accepts photo URLs shorter than this
 DEFAULT_RETRY_AFTER = 1.0  # a 429 without a usable Retry-After
@@ -98,9 +98,11 @@ class ProxyClient:
         session=None,
         observe=None,
         missing_endpoints: set | None = None,
+        clock: ProxyClock | None = None,
     ):
         """`missing_endpoints`: the assumed endpoints this org's tenant lacks, learnt once and
-        shared by every client of the org (ProxyAccess keeps one set per org)."""
+        shared by every client of the org (ProxyAccess keeps one set per org); `clock`: the
+        org's clock as its answers tell it, shared the same way."""
         parts = urlsplit(base_url)
         if parts.username or parts.password:
             raise ValueError("the Proxy base URL must not carry credentials")
@@ -115,6 +117,7 @@ class ProxyClient:
         self._headers = {"User-Agent": f"envoy-proxy/{__version__}", "Accept": "application/json"}
         self._observe = observe
         self._missing_endpoints = set() if missing_endpoints is None else missing_endpoints
+        self.clock = clock or ProxyClock()
 
     def __repr__(self):
         return f"ProxyClient(base_url={self.base_url!r}, app_key={self.app_key!r})"
@@ -287,22 +290,24 @@ class ProxyClient:
         self._request("POST", path, id=person_id, params=self._scope(), policy=UNSAFE)
 
     def schedule_status(self, person_id, status, at=None) -> dict:
-        """Schedule "active" or "suspended" at `at` (UTC epoch; None = now), never in the past.
+        """Schedule "active" or "suspended" at `at` (UTC epoch on our clock; None = now).
 
-        The date is clamped to at least now + 5 s; if Proxy's clock still finds it past, it is
-        sent once more at now + 30 s.
+        Sent on Proxy's clock (`ProxyClock`, from its answers' `Date`), never sooner than
+        its "future date" rule allows: 1-2.5 s ahead once the clock is known (5 s before).
+        If Proxy still finds the date past, the clock is learnt again from that very answer
+        and the status sent once more at once.
         """
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
-        now = time.time()
-        when = max(now if at is None else float(at), now + FUTURE_DATE_MARGIN)
         try:
-            return self._post_status(person_id, status, when)
+            return self._post_status(person_id, status, self.clock.earliest(at))
         except ProxyError as error:
             if not _says_date_not_future(error):
                 raise
-            logger.info("Proxy found %s not in the future; rescheduling at now + 30 s", _iso(when))
-            return self._post_status(person_id, status, time.time() + FUTURE_DATE_RETRY)
+            logger.info("Proxy found the date not in the future; its clock is read again")
+            self.clock.keep_latest()  # the refusal's own Date says where Proxy's clock is
+            when = self.clock.earliest(at) + FUTURE_DATE_RETRY_LEAD
+            return self._post_status(person_id, status, when)
 
     # -- helpers for the operations --------------------------------------------------------
 
@@ -370,7 +375,7 @@ class ProxyClient:
     def _attempt(self, method, template, path, params, json_body, policy):
         """One HTTP exchange: the decoded answer; raises _Repeatable or a final ProxyError."""
         call = f"{method} {template}"
-        started = time.monotonic()
+        started, sent_at = time.monotonic(), time.time()
         try:
             response = self._session.request(
                 method,
@@ -390,6 +395,7 @@ class ProxyClient:
                 raise _Repeatable(failure) from exc
             raise failure from exc
         self._record(method, template, response.status_code, started)
+        self.clock.observe(response.headers.get("Date"), sent_at, time.time())
         if 200 <= response.status_code < 300:
             return self._decode(response, call)
         error = self._error(response, call)
