@@ -185,6 +185,14 @@ STEPS.append(
     )
 )
 
+STEPS.append(
+    (
+        8,
+        "grants whose import may have left a twin",
+        ['ALTER TABLE "grant" ADD COLUMN twins_possible INTEGER NOT NULL DEFAULT 0'],
+    )
+)
+
 SCHEMA_VERSION = STEPS[-1][0]
 
 

@@ -131,6 +131,9 @@ class Grant(BaseModel):
     # Whether we created that person (a visitor we imported): only then does a visit set its
     # status. None: not known yet (not issued, or issued by a version before schema 6).
     person_ours = BooleanField(null=True)
+    # An import of ours whose fate was unknown (Proxy may carry it out after we gave up): at
+    # the end, every person with this email that carries our marker is ended, twins included.
+    twins_possible = BooleanField(default=False)
     # Groups whose tags the person lacked when we issued: the ones we take away at the end.
     added_group_ids = JSONField(default=list)
     # A `suspended` we scheduled in Proxy at the end, as a net if the daemon is down then.

@@ -696,17 +696,21 @@ class Fault:
     seconds: float | None = None
     drop: bool = False
     hang: bool = False
+    late_ms: int = 0
+    garble: bool = False
     path_prefix: str = ""
     until: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not (self.latency_ms or self.status or self.drop or self.hang):
-            raise _invalid("a fault needs latency_ms, status, drop or hang")
+        if not (
+            self.latency_ms or self.status or self.drop or self.hang or self.late_ms or self.garble
+        ):
+            raise _invalid("a fault needs latency_ms, status, drop, hang, late_ms or garble")
         if self.status is not None and self.status not in _ERROR_STATUSES:
             raise _invalid("status must be an HTTP error status (400-599)")
         if self.count is not None and not (isinstance(self.count, int) and self.count > 0):
             raise _invalid("count must be a positive integer")
-        for name in ("latency_ms", "retry_after", "share", "seconds"):
+        for name in ("latency_ms", "retry_after", "share", "seconds", "late_ms"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int | float) and value >= 0):
                 raise _invalid(f"{name} must be a number, zero or more")
@@ -830,6 +834,9 @@ class ProxySandbox:
         latency_ms: delay each hit call; status: answer it with this error status (429 gets
         Retry-After: retry_after); drop: close the connection unanswered; hang: hold the call
         until the faults are cleared (then answer it) or the sandbox stops (then drop it).
+        late_ms: drop the connection at once, as a client that gave up sees it, and carry the
+        call out that much later (a request Proxy processes after the client's timeout);
+        garble: carry the call out and answer 200 with a body that is not JSON.
         share: the fraction of calls hit; count: only the next N matching calls; seconds: only
         for this long; path_prefix: only calls whose path starts with it.
         """
@@ -888,14 +895,24 @@ class ProxySandbox:
             self._faults = [f for f in self._faults if f.live(moment)]
             hits = [f for f in self._faults if f.take(path)]
         pairs = parse_qsl(query_string, keep_blank_values=True)  # parsed once: served and logged
-        reply = self._suffer(hits, epoch)
-        if reply is None:
-            try:
-                reply = Reply.json(200, self._serve_api(method, path, pairs, headers, raw))
-            except ApiError as exc:
-                reply = Reply.error(exc)
+        late = max((f.late_ms for f in hits), default=0)
+        if late:
+            later = threading.Timer(late / 1000, self._serve, (method, path, pairs, headers, raw))
+            later.daemon = True
+            later.start()
+            self._record(method, path, dict(pairs), None)
+            return DROP
+        reply = self._suffer(hits, epoch) or self._serve(method, path, pairs, headers, raw)
+        if any(f.garble for f in hits) and reply.status == 200:
+            reply = Reply(200, b"<html><body>upstream gateway</body></html>", "text/html")
         self._record(method, path, dict(pairs), None if reply is DROP else reply.status)
         return reply
+
+    def _serve(self, method: str, path: str, pairs: list, headers: Any, raw: bytes) -> Reply:
+        try:
+            return Reply.json(200, self._serve_api(method, path, pairs, headers, raw))
+        except ApiError as exc:
+            return Reply.error(exc)
 
     def _record(self, method: str, path: str, query: dict, status: int | None) -> None:
         with self._lock:

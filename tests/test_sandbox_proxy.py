@@ -530,6 +530,27 @@ def test_drop_closes_the_connection_without_an_answer(proxy_sandbox):
     assert call(proxy_sandbox, "GET", "/v1/orgs").status_code == 200
 
 
+def test_a_late_call_is_dropped_now_and_carried_out_later(proxy_sandbox):
+    """Proxy processing a request after the client gave up: how twins are born."""
+    proxy_sandbox.add_fault(late_ms=300, count=1, path_prefix="/manage/persons/import")
+    with pytest.raises(requests.ConnectionError):
+        import_one(proxy_sandbox, "late@example.com")
+    assert proxy_sandbox.persons("late@example.com") == []
+    deadline = time.monotonic() + 5
+    while not proxy_sandbox.persons("late@example.com"):
+        assert time.monotonic() < deadline, "the late call was never carried out"
+        time.sleep(0.05)
+
+
+def test_a_garbled_answer_is_a_200_whose_body_is_not_json_and_the_call_happened(proxy_sandbox):
+    proxy_sandbox.add_fault(garble=True, count=1, path_prefix="/manage/persons/import")
+    response = import_one(proxy_sandbox, "garbled@example.com")
+    assert response.status_code == 200
+    with pytest.raises(ValueError):
+        response.json()
+    assert len(proxy_sandbox.persons("garbled@example.com")) == 1
+
+
 def _call_in_thread(sandbox, outcome):
     def run():
         try:

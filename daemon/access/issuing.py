@@ -88,6 +88,31 @@ def _record_intent(grant: Grant, person_id: str | None, added: list[str]) -> Non
     grant.proxy_person_id, grant.added_group_ids = person_id, added
 
 
+def _twins_possible(grant: Grant) -> None:
+    """Remember, before anything else happens, that this grant's import may leave a twin."""
+    if not grant.twins_possible:
+        with database.atomic():
+            Grant.update(twins_possible=True).where(Grant.id == grant.id).execute()
+        grant.twins_possible = True
+
+
+def _end_twins(client: ProxyClient, grant: Grant, person_id: str, tags: dict[str, str]) -> int:
+    """Suspend and untag every other person with the grant's email that we created: twins
+    that an import carried out after we gave up on it left behind (issue 16, item 4)."""
+    twins = [
+        p
+        for p in client.find_persons_by_email(grant.email)
+        if p.get("id") != person_id and carries_our_marker(p)
+    ]
+    for twin in twins:
+        log.warning("grant %s: ending twin Proxy person %s", grant.id, twin["id"])
+        client.schedule_status(twin["id"], "suspended")
+        for group, tag in tags.items():
+            if tag in (twin.get("tags") or []):
+                client.remove_from_group(group, twin["id"], email=grant.email)
+    return len(twins)
+
+
 def _issue_visitor(grant, client, tags, settings, now) -> tuple[dict, list[str], bool]:
     """Give a visitor access: (the person, the groups we added, whether we created it).
 
@@ -109,6 +134,7 @@ def _issue_visitor(grant, client, tags, settings, now) -> tuple[dict, list[str],
             created_by_envoy=settings.created_by_envoy,
             send_invite=settings.proxy_notifications,
             known_absent=True,  # _find_person just looked the email up (visitors all have one)
+            on_ambiguous=lambda: _twins_possible(grant),
         )
         # Before the safety net: a grant whose net call fails must name the person it created.
         _record_intent(grant, person["id"], added)
@@ -265,7 +291,10 @@ def revoke(ctx, grant: Grant, now: int) -> Outcome:
 
         def bequeath() -> None:
             added = sorted(set(heir.added_group_ids) | set(grant.added_group_ids))
-            Grant.update(added_group_ids=added).where(Grant.id == heir.id).execute()
+            twins = heir.twins_possible or grant.twins_possible  # the heir ends them too
+            Grant.update(added_group_ids=added, twins_possible=twins).where(
+                Grant.id == heir.id
+            ).execute()
             _mark_ended(grant, now)
 
         return Outcome(f"access kept for grant {heir.id} of the same person", bequeath)
@@ -286,6 +315,8 @@ def revoke(ctx, grant: Grant, now: int) -> Outcome:
             client.remove_from_group(group, person_id, email=grant.email)
     except ProxyNotFound:
         log.warning("grant %s: Proxy person %s no longer exists", grant.id, person_id)
+    if suspends and grant.twins_possible and grant.kind == "visitor":
+        _end_twins(client, grant, person_id, ctx.proxy.group_tags(install, client, grant.group_ids))
     if not suspends:
         return Outcome(f"person {person_id}: the visit's groups taken back", ended)
     return Outcome(f"person {person_id} suspended", ended)

@@ -176,16 +176,21 @@ class ProxyClient:
     # -- persons ---------------------------------------------------------------------------
 
     def find_person_by_email(self, email) -> dict | None:
-        """The person whose email matches (case-insensitively), or None.
+        """The first person whose email matches (case-insensitively), or None."""
+        return next(iter(self.find_persons_by_email(email)), None)
+
+    def find_persons_by_email(self, email) -> list[dict]:
+        """Every person whose email matches (case-insensitively): twins included.
 
         The server's filter only narrows the search: each returned item is checked here.
         """
         wanted = email.strip().casefold()
-        for persons in self._pages(self._person_page, email=email.strip()):
-            for person in persons:
-                if (person.get("email") or "").strip().casefold() == wanted:
-                    return person
-        return None
+        return [
+            person
+            for persons in self._pages(self._person_page, email=email.strip())
+            for person in persons
+            if (person.get("email") or "").strip().casefold() == wanted
+        ]
 
     def get_person(self, person_id) -> dict | None:
         """The person with this id, or None if Proxy does not know it."""
@@ -206,6 +211,7 @@ class ProxyClient:
         created_by_envoy=False,
         send_invite=False,
         known_absent=False,
+        on_ambiguous=None,
     ) -> dict:
         """Create a person in Proxy, or return the existing one with this email.
 
@@ -213,7 +219,8 @@ class ProxyClient:
         ambiguous failure the person is looked up by email first, and only re-posted if absent.
         `known_absent`: the caller has just looked this email up and found no one, so the
         lookup before the first POST is skipped (one call fewer per new person); the lookup
-        after an ambiguous failure still runs.
+        after an ambiguous failure still runs. `on_ambiguous`: called when a POST's fate was
+        unknown: Proxy may still carry it out later and leave a twin.
         """
         if not known_absent:
             existing = self.find_person_by_email(email)
@@ -234,6 +241,8 @@ class ProxyClient:
             except ProxyRateLimited:
                 raise  # Proxy did not process it, and the budget is spent
             except ProxyUnavailable as failure:
+                if on_ambiguous is not None:
+                    on_ambiguous()
                 # The person may exist now. Pausing first gives an in-flight POST time to land
                 # before the lookup; without budget left, the caller's next try looks it up.
                 self._pause_or_raise(failure, "POST", IMPORT_PATH, started, budget)
