@@ -5,7 +5,10 @@ sandbox holds their 10,000 persons. Target: every one suspended in Proxy within 
 ended in the database; none missed. The scheduler holds one timer, not 10,000 jobs (see
 BENCHMARKS.md for why APScheduler's defaults would drop most of them).
 
-    python -m bench.burst [--grants 10000]
+    python -m bench.burst [--grants 10000] [--proxy-latency-ms 120]
+
+`--proxy-latency-ms`: every Proxy API call answered that much later (a sandbox latency fault),
+as a real tenant over the internet would (issue 15: 120 ms).
 """
 
 import argparse
@@ -74,10 +77,13 @@ def counts(state) -> tuple[int, int]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.burst", description=__doc__)
     parser.add_argument("--grants", type=int, default=10_000)
+    parser.add_argument("--proxy-latency-ms", type=int, default=0,
+                        help="latency of every Proxy API call (default 0: none)")  # fmt: skip
     add_daemon_args(parser)
     args = parser.parse_args(argv)
     n = args.grants
-    print_header(f"burst: {n:,} grants ending at the same instant")
+    print_header(f"burst: {n:,} grants ending at the same instant, "
+                 f"Proxy latency {args.proxy_latency_ms} ms")  # fmt: skip
     verdicts = Verdicts()
     with workdir("burst") as work:
         sandbox = Sandbox(work)
@@ -85,6 +91,8 @@ def main(argv=None) -> int:
         prepare_install(state)
         db = open_db(state)
         sandbox.seed_persons([scale_person(i) for i in range(n)])
+        if args.proxy_latency_ms:
+            sandbox.add_fault(latency_ms=args.proxy_latency_ms)
         fill_active_grants(db, [int(time.time()) + 3600] * n, int(time.time()))
         # The fill takes a while; T is set just before the start, DELAY seconds ahead.
         at = int(time.time()) + DELAY

@@ -23,7 +23,8 @@ def accept_only() -> None:
     nothing issued). What the webhook itself can do in this stack on this machine."""
     import daemon.access.runner
 
-    daemon.access.runner.run_due = lambda ctx, now=None, workers=0: None
+    daemon.access.runner.run_due = lambda ctx, now=None: None
+    daemon.access.runner.dispatch_due = lambda ctx: None
 
 
 def urllib3_client() -> None:

@@ -5,7 +5,9 @@ N active grants with their issue action done and their revoke action pending, en
 over the next 30 days, except 1,000 that end between +15 s and +60 s after the start. The
 sandbox holds the persons of those 1,000 (the others never run within the minute). Measured:
 start to /healthz (ready), the daemon's memory, and the lateness of the 1,000 ends: from the
-due second to Proxy receiving the suspension (the sandbox's call log).
+due second to Proxy receiving the suspension (the sandbox's call log). Once those ends are
+done, the admin's views are timed with N pending: GET /metrics, /healthz, /status and
+/status.json, each 5 times (the first is the cold one), /status with the admin's password.
 
     python -m bench.pending_scale [--quick]      # --quick: N = 10k and 100k only
 """
@@ -17,6 +19,8 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+
+import requests
 
 from bench.common import (
     Daemon,
@@ -39,6 +43,10 @@ from bench.common import (
 SOON = 1000
 FIRST_END, LAST_END = 15, 60  # seconds after the daemon starts
 READY_TARGET, RSS_TARGET_MIB, LATENESS_TARGET = 3.0, 150.0, 1.0
+VIEW_TARGET = 0.200
+VIEWS = ("/metrics", "/healthz", "/status", "/status.json")
+VIEW_TRIES = 5
+ADMIN_PASSWORD = "bench-admin"
 TARGET_N = 1_000_000
 DAY = 86400
 CACHE_SECONDS = 3000
@@ -51,6 +59,20 @@ def bring_ends_near(db, start: float) -> dict[int, int]:
     }
     set_ends(db, due)
     return due
+
+
+def time_views(url: str) -> dict[str, list[float]]:
+    """Seconds of each of VIEW_TRIES GETs of each admin view, in order; one must answer 200."""
+    auth = ("admin", ADMIN_PASSWORD)
+    times: dict[str, list[float]] = {}
+    for view in VIEWS:
+        for _ in range(VIEW_TRIES):
+            began = time.monotonic()
+            answer = requests.get(url + view, auth=auth, timeout=120)
+            times.setdefault(view, []).append(time.monotonic() - began)
+            if answer.status_code != 200:
+                raise RuntimeError(f"GET {view} answered {answer.status_code}: {answer.text[:300]}")
+    return times
 
 
 def run_one(n: int, verdicts: Verdicts, final: bool, daemon_args: str, cache: Path | None):
@@ -78,7 +100,7 @@ def run_one(n: int, verdicts: Verdicts, final: bool, daemon_args: str, cache: Pa
         filled = time.monotonic() - began
         size = (state / "daemon.sqlite3").stat().st_size / 2**20
         sandbox.seed_persons([scale_person(i) for i in range(SOON)])
-        daemon = Daemon(state, sandbox.url)
+        daemon = Daemon(state, sandbox.url, ENVOY_PROXY_ADMIN_PASSWORD=ADMIN_PASSWORD)
         # Ends are placed relative to the start; 0.2 s of slack keeps the first one ahead.
         due = bring_ends_near(db, time.time() + 0.2)
         db.close_database()
@@ -91,6 +113,7 @@ def run_one(n: int, verdicts: Verdicts, final: bool, daemon_args: str, cache: Pa
             wait_for(lambda: ended(state) >= SOON, 60, 0.5)
             memory = daemon.memory()
             world = sandbox.state()
+            views = time_views(daemon.url)
         finally:
             daemon.stop()
             sandbox.stop()
@@ -118,8 +141,16 @@ def run_one(n: int, verdicts: Verdicts, final: bool, daemon_args: str, cache: Pa
         f"p99 {percentile(effective, 99):.2f} s after due",
         flush=True,
     )
+    print("   " + "; ".join(
+        f"GET {view} first {times[0] * 1000:.0f} ms, then max {max(times[1:]) * 1000:.0f} ms"
+        for view, times in views.items()
+    ), flush=True)  # fmt: skip
     label = f"N={n:,}"
     if final:
+        for view in VIEWS[:3]:
+            worst = max(views[view])
+            verdicts.check(f"{label} GET {view} <= 200 ms", worst <= VIEW_TARGET,
+                           f"max {worst * 1000:.0f} ms of {VIEW_TRIES}")  # fmt: skip
         verdicts.check(f"{label} ready <= 3 s", ready <= READY_TARGET, f"{ready:.2f} s")
         peak = memory.get("VmHWM", 0)
         verdicts.check(f"{label} RSS <= 150 MB", peak <= RSS_TARGET_MIB, f"VmHWM {peak:.0f} MiB")

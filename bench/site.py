@@ -370,7 +370,13 @@ def part_b(site, args, verdicts, work) -> None:
           f"{load.describe()}; daemon CPU {cpu:.1f} s = {cpu / args.events * 1000:.1f} ms "
           f"per event, {cpu / max(load.elapsed, 1e-9):.0%} of a core")  # fmt: skip
     alone = accept_alone(work, Namespace(**vars(args)), site.config)
-    print(f"   daemon flat out alone (Proxy unreachable): {alone.describe()}")
+    print(f"   daemon flat out alone (Proxy unreachable; the runner still tries each issue "
+          f"once): {alone.describe()}")  # fmt: skip
+    (work / "ceiling").mkdir()
+    ceiling = Namespace(**{**vars(args), "daemon_args": "-m bench.experiment accept_only serve"})
+    ceiling = accept_alone(work / "ceiling", ceiling, site.config)
+    print(f"   ceiling: the accept path with no due work run at all (experiment accept_only): "
+          f"{ceiling.describe()} = {ceiling.rate / baseline.rate:.2f} of bare")  # fmt: skip
     for label, result in (("while the runner issues", load), ("alone", alone)):
         share = result.rate / baseline.rate if baseline.rate else 0.0
         verdicts.check(
