@@ -246,7 +246,7 @@ def issue(ctx, grant: Grant, now: int) -> Outcome:
     if grant.kind == "employee":  # Protect: the one grant that sets an employee's status
         person, added, ours, sets_status = _issue_employee(grant, client, now), [], False, True
     else:
-        tags = ctx.proxy.group_tags(install, client, grant.group_ids)
+        tags = ctx.proxy.group_tags(client, grant.group_ids)
         person, added, ours = _issue_visitor(grant, client, tags, settings, now)
         sets_status = ours
     grant, others = _person_grants(grant, now)
@@ -316,7 +316,7 @@ def revoke(ctx, grant: Grant, now: int) -> Outcome:
     except ProxyNotFound:
         log.warning("grant %s: Proxy person %s no longer exists", grant.id, person_id)
     if suspends and grant.twins_possible and grant.kind == "visitor":
-        _end_twins(client, grant, person_id, ctx.proxy.group_tags(install, client, grant.group_ids))
+        _end_twins(client, grant, person_id, ctx.proxy.group_tags(client, grant.group_ids))
     if not suspends:
         return Outcome(f"person {person_id}: the visit's groups taken back", ended)
     return Outcome(f"person {person_id} suspended", ended)

@@ -93,12 +93,12 @@ class ProxyAccess:
                 self._clients[key] = client
         return client
 
-    def group_tags(self, install: Install, client: ProxyClient, group_ids) -> dict[str, str]:
-        """Tag of each group id, from the cache or Proxy."""
+    def group_tags(self, client: ProxyClient, group_ids) -> dict[str, str]:
+        """Tag of each group id, from the cache (per org and site) or Proxy."""
         tags = {}
         now = time.monotonic()
         for group_id in group_ids:
-            cache_key = (install.install_id, group_id)
+            cache_key = (client.org_id, client.site_id, group_id)  # a group belongs to its org
             cached = self._tags.get(cache_key)
             if cached and now - cached[0] < TAG_CACHE_SECONDS:
                 tags[group_id] = cached[1]

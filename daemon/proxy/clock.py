@@ -14,6 +14,7 @@ import time
 # the rounding up to whole seconds, a status takes effect 1-2.5 s after it is asked for.
 KNOWN_LEAD_SECONDS = 1.0
 UNKNOWN_LEAD_SECONDS = 5.0
+RESOLUTION_SECONDS = 1.0  # a smaller offset is the Date header's rounding, not a clock error
 SAMPLES = 5  # the median of the last few answers: one slow exchange does not move it
 
 
@@ -50,7 +51,9 @@ class ProxyClock:
         now): never sooner than Proxy's now plus the lead its rule needs."""
         offset = self.offset
         lead = UNKNOWN_LEAD_SECONDS if offset is None else KNOWN_LEAD_SECONDS
-        offset = offset or 0.0
+        # Within the Date header's resolution the clocks agree: instants are sent unshifted,
+        # so a window's end lands on the very second it was set for.
+        offset = 0.0 if offset is None or abs(offset) < RESOLUTION_SECONDS else offset
         now = time.time() + offset
         wanted = now if at is None else float(at) + offset
         return max(wanted, now + lead)
