@@ -75,32 +75,10 @@ def urllib3_client() -> None:
     http_session._NoRedirects.request = request
 
 
-def wake_after_work() -> None:
-    """A runner worker that finishes re-arms the alarm for now, whatever it left behind.
-
-    At `1773c55` a worker re-arms only when the pool was saturated, so the job update that an
-    issue's outcome makes due at once waits for the next sweep (30 s): Envoy is told "done"
-    ~30 s after the credential is active (BENCHMARKS.md, issue 15). A wake-up that finds
-    nothing due costs one claim query."""
-    from daemon.access.runner import Runner
-    from db import now_epoch
-
-    run_group = Runner._run_group
-
-    def patched(self, ctx, actions, now):
-        try:
-            run_group(self, ctx, actions, now)
-        finally:
-            ctx.rearm(now_epoch())
-
-    Runner._run_group = patched
-
-
 PATCHES = {
     "accept_only": accept_only,
     "urllib3_client": urllib3_client,
     "switch_interval": switch_interval,
-    "wake_after_work": wake_after_work,
 }
 
 

@@ -72,7 +72,7 @@ database = QueuedWriterDatabase(
     pragmas=PRAGMAS,
     lock_type="IMMEDIATE",
     check_same_thread=False,
-    max_connections=64,  # Waitress' threads, the outbox's, the scheduler's, the hook's
+    max_connections=160,  # Waitress' threads, the runner's, the scheduler's, the hook's
     timeout=30,  # wait this long for a free connection rather than fail at once
 )
 

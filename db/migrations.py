@@ -193,6 +193,20 @@ STEPS.append(
     )
 )
 
+STEPS.append(
+    (
+        9,
+        "indexes for the status page and /metrics at a million pending actions",
+        [
+            # Failing actions (attempts past the flag) are few: counted and listed from this
+            # index alone instead of a walk over every pending action (1.3 s at 1M).
+            "CREATE INDEX action_failing ON action (done, attempts, next_attempt_at)",
+            # The upcoming activations: pending issues in due order.
+            "CREATE INDEX action_kind_next ON action (done, kind, next_attempt_at)",
+        ],
+    )
+)
+
 SCHEMA_VERSION = STEPS[-1][0]
 
 

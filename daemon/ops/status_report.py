@@ -225,7 +225,10 @@ def gather(
             .limit(min(limit, UPCOMING_LIMIT))
             .objects()
         )
-        failing_rows = _actions_with_names(failing, (Action.next_attempt_at, Action.id), limit)
+        # The most-tried first: read in the order of the `action_failing` index.
+        failing_rows = _actions_with_names(
+            failing, (Action.attempts.desc(), Action.next_attempt_at, Action.id), limit
+        )
         dead_rows, dead_count = _dead_actions(dead, limit)
         quarantined = list(
             Event.select(Event.job_id, Event.event, Event.install_id, Event.received_at,
