@@ -81,6 +81,18 @@ def _merged_window(grant: Grant, plan: Open) -> tuple[int, int | None]:
     return starts, max(grant.ends_at, plan.ends_at)
 
 
+def _of_subject(install_id: str, subject: str) -> Grant | None:
+    """The grant of this subject. Most sign-ins have none yet: asking for its id alone first
+    is the cheap question (every column of a grant is rendered into a full select)."""
+    found = (
+        Grant.select(Grant.id)
+        .where((Grant.install_id == install_id) & (Grant.subject == subject))
+        .tuples()
+        .first()
+    )
+    return None if found is None else grant_by_id(found[0])
+
+
 def open_window(
     install_id: str, plan: Open, now: int, kind: str = "visitor", org_id: str | None = None
 ) -> tuple[Grant, bool]:
@@ -88,7 +100,7 @@ def open_window(
 
     `org_id`: the install's Proxy org, recorded on a new grant. Returns the grant and whether
     it was created here."""
-    grant = Grant.get_or_none(install_id=install_id, subject=plan.subject)
+    grant = _of_subject(install_id, plan.subject)
     if grant is None:
         return _create(install_id, plan, kind, now, org_id), True
     if grant.state not in LIVE_STATES:

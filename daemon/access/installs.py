@@ -28,6 +28,30 @@ def install_changes(request: EnvoyRequest, now: int, *, event: bool = False) -> 
     return changes
 
 
+LAST_EVENT_RESOLUTION_SECONDS = 60
+
+
+def install_for_event(request: EnvoyRequest, now: int) -> Install:
+    """The install row an event is planned with, written only when the event's meta says
+    something new, or its "last event" time is a minute old: rewriting the row on every
+    event cost a write and a read-back per event for nothing (call inside a transaction)."""
+    changes = install_changes(request, now, event=True)
+    install = Install.get_or_none(Install.install_id == request.install_id)
+    if install is not None and not _news(install, changes, now):
+        return install
+    return save_install(request.install_id, changes, now)
+
+
+def _news(install: Install, changes: dict, now: int) -> bool:
+    stale = install.last_event_at is None or now - install.last_event_at >= (
+        LAST_EVENT_RESOLUTION_SECONDS
+    )
+    timestamps = ("updated_at", "last_event_at")
+    return stale or any(
+        getattr(install, name) != value for name, value in changes.items() if name not in timestamps
+    )
+
+
 def remember_install(request: EnvoyRequest, now: int, *, event: bool = False) -> Install:
     """Create or refresh the install row from a request's meta; call inside a transaction."""
     return save_install(request.install_id, install_changes(request, now, event=event), now)

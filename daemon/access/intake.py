@@ -17,7 +17,7 @@ import logging
 from peewee import IntegrityError
 
 from daemon.access import grants, jobs
-from daemon.access.installs import install_changes, save_install
+from daemon.access.installs import install_for_event
 from daemon.access.jobs import ACCEPTED
 from daemon.access.outbox import MIN_RETRY_SECONDS
 from daemon.envoy.client import EnvoyError, EnvoyUserClient
@@ -133,7 +133,7 @@ def _delay(attempts: int) -> int:
 
 def _apply(request: EnvoyRequest, visit: Visit, now: int) -> Answer:
     """Plan one event and write what it changes; call inside the event's transaction."""
-    install = save_install(request.install_id, install_changes(request, now, event=True), now)
+    install = install_for_event(request, now)
     settings = Settings.from_config(install.config or {})
     if is_employee_event(request.event, visit):
         kind = "employee"
