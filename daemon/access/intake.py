@@ -17,6 +17,7 @@ import logging
 from peewee import IntegrityError
 
 from daemon.access import grants, jobs
+from daemon.access.group_commit import GroupCommit
 from daemon.access.installs import install_for_event
 from daemon.access.jobs import ACCEPTED
 from daemon.access.outbox import MIN_RETRY_SECONDS
@@ -73,22 +74,27 @@ def handle_event(ctx, request: EnvoyRequest) -> Answer:
     return answer
 
 
+_GROUP = GroupCommit()
+
+
 def _store(request: EnvoyRequest, entity: str | None, now: int, decide) -> Answer:
-    """In one transaction: the first answer to this job id, or `decide()`'s, stored with the
-    delivery. A concurrent twin of the same job loses the insert and gets the winner's answer.
+    """The first answer to this job id, or `decide()`'s, stored with the delivery in one
+    transaction (shared with the events that arrived meanwhile: `GroupCommit`). A twin of the
+    same job in another transaction loses the insert and gets the winner's answer.
     """
+
+    def store() -> Answer:
+        earlier = (
+            Event.select(Event.status, Event.answer).where(Event.job_id == request.job_id).first()
+        )
+        if earlier is not None:
+            return Answer(earlier.status, earlier.answer)
+        answer = decide()
+        Event.insert(**_event_row(request, entity, now, answer)).execute()
+        return answer
+
     try:
-        with database.atomic():
-            earlier = (
-                Event.select(Event.status, Event.answer)
-                .where(Event.job_id == request.job_id)
-                .first()
-            )
-            if earlier is not None:
-                return Answer(earlier.status, earlier.answer)
-            answer = decide()
-            Event.insert(**_event_row(request, entity, now, answer)).execute()
-            return answer
+        return _GROUP.run(store)
     except IntegrityError:
         earlier = Event.get_or_none(Event.job_id == request.job_id)
         if earlier is None:

@@ -1,0 +1,72 @@
+"""Concurrent events share one write transaction: a group commit.
+
+SQLite has one writer. Events that arrive together queued for its lock one by one, and each
+held it about twice its CPU time, because between its statements the holder waited for the
+GIL behind the threads still reading their requests (BENCHMARKS.md, issue 15). Here the first
+event in line leads: it takes every event queued by then and runs each in a savepoint of one
+IMMEDIATE transaction, so that one event's failure rolls back that event only, then commits
+once and hands each event its own result. Nothing is answered before the commit that holds it.
+"""
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from db import database
+
+
+class _Slot:
+    __slots__ = ("done", "error", "result", "work")
+
+    def __init__(self, work: Callable[[], Any]):
+        self.work = work
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class GroupCommit:
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._queue: list[_Slot] = []
+        self._leading = False
+
+    def run(self, work: Callable[[], Any]) -> Any:
+        """`work()`'s result once the transaction it ran in has committed (or its error)."""
+        slot = _Slot(work)
+        with self._changed:
+            self._queue.append(slot)
+            while self._leading and not slot.done:
+                self._changed.wait()
+            if slot.done:
+                return slot.outcome()
+            self._leading = True
+            batch, self._queue = self._queue, []
+        try:
+            self._write(batch)
+        finally:
+            with self._changed:
+                self._leading = False
+                for each in batch:
+                    each.done = True
+                self._changed.notify_all()
+        return slot.outcome()
+
+    @staticmethod
+    def _write(batch: list[_Slot]) -> None:
+        try:
+            with database.atomic():
+                for slot in batch:
+                    try:
+                        with database.atomic():  # a savepoint: this event only
+                            slot.result = slot.work()
+                    except Exception as error:
+                        slot.error = error
+        except Exception as error:  # the commit itself failed: nothing of the batch holds
+            for slot in batch:
+                slot.error = slot.error or error

@@ -1,0 +1,86 @@
+"""Concurrent events share one write transaction (daemon/access/group_commit.py)."""
+
+import threading
+
+import pytest
+from peewee import IntegrityError
+
+import db
+from daemon.access.group_commit import GroupCommit
+
+
+def _watch(database):
+    """Count the transactions begun (BEGIN IMMEDIATE) while the test runs."""
+    begins = []
+    original = database.begin
+
+    def begin(*args, **kwargs):
+        begins.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    database.begin = begin
+    return begins, lambda: setattr(database, "begin", original)
+
+
+def _event(job_id: str):
+    def work():
+        db.Event.insert(job_id=job_id, event="e", install_id="i", received_at=0, status=200,
+                        answer={}).execute()  # fmt: skip
+        return job_id
+
+    return work
+
+
+def test_events_queued_meanwhile_commit_together_and_each_gets_its_result(database):
+    group = GroupCommit()
+    leading, release = threading.Event(), threading.Event()
+    results = {}
+
+    def slow_first():
+        leading.set()
+        release.wait(5)
+        return _event("first")()
+
+    begins, restore = _watch(database)
+    try:
+        leader = threading.Thread(target=lambda: results.update(first=group.run(slow_first)))
+        leader.start()
+        assert leading.wait(5)
+        followers = [
+            threading.Thread(target=lambda i=i: results.update({i: group.run(_event(f"j-{i}"))}))
+            for i in range(5)
+        ]
+        for thread in followers:
+            thread.start()
+        while len(group._queue) < 5:  # all five queued behind the leader
+            threading.Event().wait(0.01)
+        release.set()
+        for thread in [leader, *followers]:
+            thread.join(5)
+    finally:
+        restore()
+    assert results == {"first": "first", **{i: f"j-{i}" for i in range(5)}}
+    assert db.Event.select().count() == 6
+    assert len(begins) == 2, "the five followers shared one transaction"
+
+
+def test_one_failing_event_is_rolled_back_alone(database):
+    group = GroupCommit()
+
+    def broken():
+        db.Event.insert(job_id="half", event="e", install_id="i", received_at=0, status=200,
+                        answer={}).execute()  # fmt: skip
+        raise RuntimeError("a bug in this event's planning")
+
+    with pytest.raises(RuntimeError):
+        group.run(broken)
+    assert group.run(_event("fine")) == "fine"
+    assert [e.job_id for e in db.Event.select()] == ["fine"]
+
+
+def test_a_duplicate_is_an_error_for_its_own_event_only(database):
+    group = GroupCommit()
+    group.run(_event("j-1"))
+    with pytest.raises(IntegrityError):
+        group.run(_event("j-1"))
+    assert db.Event.select().count() == 1
