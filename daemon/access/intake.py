@@ -49,7 +49,14 @@ def visit_of(request: EnvoyRequest) -> Visit:
 
 
 def handle_event(ctx, request: EnvoyRequest) -> Answer:
-    """Answer one Envoy event (see ENVOY_PROTOCOL §4 for what each status means to Envoy)."""
+    """Answer one Envoy event (see ENVOY_PROTOCOL §4 for what each status means to Envoy).
+
+    While it is answered, due work keeps to its share of the CPU (`WebhooksFirst`)."""
+    with ctx.runner.webhooks_first.serving():
+        return _handle_event(ctx, request)
+
+
+def _handle_event(ctx, request: EnvoyRequest) -> Answer:
     if not request.event:
         raise BadRequest("`meta.event` is missing")
     if not request.job_id:

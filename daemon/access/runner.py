@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from daemon.access import grants, jobs, outbox
 from daemon.access.intake import retry_quarantined
 from daemon.access.issuing import GrantMoved, Outcome, issue, revoke
+from daemon.access.webhooks_first import WebhooksFirst
 from daemon.envoy.client import EnvoyError
 from daemon.proxy.access import NotConfigured
 from daemon.proxy.client import ProxyAuthError, ProxyError, ProxyRateLimited, ProxyUnavailable
@@ -168,6 +169,7 @@ class Runner:
     def __init__(self, workers: int = WORKERS):
         self.workers = workers
         self.watch = GrantWatch()
+        self.webhooks_first = WebhooksFirst()
         self._pool: ThreadPoolExecutor | None = None
         self._busy = 0
         self._dispatching = False
@@ -251,7 +253,8 @@ class Runner:
         try:
             with database.connection_context():
                 while left:
-                    execute(ctx, left[0], now_epoch() if now is None else now)
+                    with self.webhooks_first.step():
+                        execute(ctx, left[0], now_epoch() if now is None else now)
                     left.pop(0)
                     self.watch.changed()
         except Exception as error:  # the database itself failed: give the claims back
