@@ -59,6 +59,14 @@ class GroupCommit:
 
     @staticmethod
     def _write(batch: list[_Slot]) -> None:
+        if len(batch) == 1:  # alone: its transaction is its savepoint
+            [slot] = batch
+            try:
+                with database.atomic():
+                    slot.result = slot.work()
+            except Exception as error:
+                slot.error = error
+            return
         try:
             with database.atomic():
                 for slot in batch:
