@@ -375,6 +375,17 @@ def test_schedule_status_reads_proxys_clock_again_when_a_date_is_refused(client,
     assert [c["status"] for c in calls(proxy_sandbox, "POST", path)] == [400, 200]
 
 
+def test_a_suspension_never_lands_before_an_active_we_scheduled(client, proxy_sandbox):
+    """An issue retried through trouble placed its `active` seconds ahead; the sign-out that
+    followed at once scheduled `suspended` sooner, and the person stayed active (found by
+    the outage campaign)."""
+    sam = client.find_person_by_email("sam@example.com")
+    proxy_sandbox.set_clock(offset_seconds=15)  # the refused date is re-sent with more lead
+    active = client.schedule_status(sam["id"], "active")
+    suspended = client.schedule_status(sam["id"], "suspended")
+    assert epoch(suspended["scheduledDate"]) >= epoch(active["scheduledDate"])
+
+
 @pytest.mark.parametrize("offset", [3600, -7200])
 def test_statuses_are_scheduled_on_proxys_clock_not_ours(client, proxy_sandbox, offset):
     """Our clock 1 h behind Proxy's: every revoke failed forever ("has to be a future date").

@@ -321,9 +321,15 @@ class ProxyClient:
     # -- helpers for the operations --------------------------------------------------------
 
     def _post_status(self, person_id, status, when):
+        """One scheduled status; a suspension never before an `active` we scheduled."""
+        if status == "suspended":
+            when = self.clock.after_actives(person_id, when)
         body = {"status": status, "scheduledDate": _iso(when)}
         path = "/mobile-access/persons/{id}/scheduled-statuses"
-        return self._request("POST", path, id=person_id, params=self._scope(), json_body=body)
+        answer = self._request("POST", path, id=person_id, params=self._scope(), json_body=body)
+        if status == "active":
+            self.clock.note_active(person_id, math.ceil(when))
+        return answer
 
     def _post_import(self, body, budget) -> dict:
         """One person's import POST (repeated only where it surely was not processed)."""

@@ -24,6 +24,8 @@ class ProxyClock:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._samples: list[float] = []
+        # Person id -> the latest `active` we scheduled for it (Proxy's clock), while ahead.
+        self._actives: dict[str, float] = {}
 
     def observe(self, date_header: str | None, sent_at: float, received_at: float) -> None:
         """Learn from one answer's `Date` (sent_at/received_at: our `time.time()`)."""
@@ -57,6 +59,19 @@ class ProxyClock:
         now = time.time() + offset
         wanted = now if at is None else float(at) + offset
         return max(wanted, now + lead)
+
+    def after_actives(self, person_id: str, when: float) -> float:
+        """`when`, or later: a suspension must not land before an `active` we scheduled for
+        the same person (an issue retried through an outage scheduled its `active` a few
+        seconds ahead; the sign-out that followed at once would have lost to it)."""
+        with self._lock:
+            return max(when, self._actives.get(person_id, 0.0))
+
+    def note_active(self, person_id: str, when: float) -> None:
+        with self._lock:
+            horizon = when - 3600  # long past: no suspension could land before it
+            self._actives = {p: t for p, t in self._actives.items() if t > horizon}
+            self._actives[person_id] = max(when, self._actives.get(person_id, 0.0))
 
     def keep_latest(self) -> None:
         """Proxy refused a date we thought future: its clock moved (or ours did). Only the
