@@ -132,12 +132,16 @@ def _quarantine(request: EnvoyRequest, entity: str | None, now: int, error: Exce
                 body=json.dumps({"meta": request.meta, "payload": request.payload}),
                 attempts=1,
                 next_attempt_at=now + _delay(1),
-                last_error=f"{type(error).__name__}: {error}"[:500],
+                last_error=_described(error),
             ).on_conflict_ignore().execute()
     except Exception:
         log.exception("job %s could not be stored either", request.job_id)
         return Answer.message(UNAVAILABLE, "the delivery could not be stored; deliver it again")
     return ACCEPTED
+
+
+def _described(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"[:500]
 
 
 def _delay(attempts: int) -> int:
@@ -277,6 +281,6 @@ def _refuse_stored(stored: Event, answer: Answer, now: int) -> None:
 def _push_back(stored: Event, error: Exception, now: int) -> None:
     attempts = stored.attempts + 1
     with database.atomic():
-        Event.update(attempts=attempts, last_error=f"{type(error).__name__}: {error}"[:500],
+        Event.update(attempts=attempts, last_error=_described(error),
                      next_attempt_at=now + _delay(attempts)).where(
             Event.id == stored.id).execute()  # fmt: skip

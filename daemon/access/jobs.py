@@ -6,6 +6,7 @@ its grant. Every transaction that changes a grant's work ends with `settle(grant
 tells each waiting job how things stand once the grant has no due work left, and forgets it.
 """
 
+from daemon.access import outbox
 from daemon.rules.request import Answer
 from daemon.rules.times import local_clock, local_window
 from db import (
@@ -118,11 +119,4 @@ def queue_answer(job_id: str, install_id: str, answer: Answer, now: int) -> None
         "failure_reason": message if status == "failed" else None,
         "attachments": answer.body.get("attachments"),
     }
-    Action.create(
-        kind=ActionKind.JOB_UPDATE,
-        install_id=install_id,
-        payload=payload,
-        due_at=now,
-        next_attempt_at=now,
-        created_at=now,
-    )
+    outbox.enqueue(ActionKind.JOB_UPDATE, install_id, now, payload=payload)

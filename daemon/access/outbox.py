@@ -19,14 +19,16 @@ JOB_UPDATE_BACKOFF_CAP_SECONDS = 900
 MIN_RETRY_SECONDS = 2  # a failure never retries in a tight loop
 
 
-def enqueue(kind: str, install_id: str, due_at: int, *, grant=None, lock_key=None) -> int:
+def enqueue(
+    kind: str, install_id: str, due_at: int, *, grant=None, lock_key=None, payload=None
+) -> int:
     """Add an action (its id); call inside the transaction that makes it necessary."""
     return Action.insert(
         kind=kind,
         install_id=install_id,
         grant=grant,
         lock_key=lock_key,
-        payload={},
+        payload=payload or {},
         due_at=due_at,
         next_attempt_at=due_at,
         created_at=now_epoch(),

@@ -175,7 +175,6 @@ class Runner:
         self._dispatching = False
         self._again = False  # asked to dispatch while a dispatch ran: it claims once more
         self._idle = threading.Condition()
-        self.last_error: str | None = None
         # Identity-verification decisions, which may outlive their answer (a write waiting
         # for a lock): here so that shutting down waits for them before the database closes.
         self._deciders = ThreadPoolExecutor(16, thread_name_prefix="verify")
@@ -217,6 +216,7 @@ class Runner:
             self._dispatching = True
         claimed = 0
         try:
+            retry_quarantined(ctx, now_epoch() if now is None else now)
             while True:
                 with self._idle:
                     self._again = False
@@ -230,7 +230,6 @@ class Runner:
 
     def _claim_and_start(self, ctx, now: int | None) -> int:
         moment = now_epoch() if now is None else now
-        retry_quarantined(ctx, moment)
         claimed_total = 0
         while True:
             with self._idle:
@@ -257,8 +256,7 @@ class Runner:
                         execute(ctx, left[0], now_epoch() if now is None else now)
                     left.pop(0)
                     self.watch.changed()
-        except Exception as error:  # the database itself failed: give the claims back
-            self.last_error = f"{type(error).__name__}: {error}"
+        except Exception:  # the database itself failed: give the claims back
             log.exception("running due work failed; %d actions released", len(left))
             for action in left:
                 try:
