@@ -333,7 +333,7 @@ def quarantined(state: Path) -> int:
 def jobs_waiting(state: Path) -> int:
     """Jobs answered 202 that still wait for their grant's due work (no job update yet)."""
     with daemon_db(state) as db:
-        return db.JobWait.select().count()
+        return db.Event.select().where(db.Event.waits_on.is_null(False)).count()
 
 
 def work_left(state: Path) -> int:
@@ -352,7 +352,7 @@ class JobUpdates:
 
     owed: int  # jobs that must end with a final update
     missing: list[str]  # owed jobs without a final update sent
-    waiting: list[str]  # of `missing`: still waiting for their grant's due work (JobWait)
+    waiting: list[str]  # of `missing`: still waiting for their grant's due work (`Event.waits_on`)
     dead: int  # job updates given up after their retries
     statuses: Counter  # final statuses sent, one per job (the last sent)
     repeated: int  # owed jobs told a final status more than once
@@ -375,7 +375,12 @@ def job_updates(state: Path, accepted_later: set[str]) -> JobUpdates:
     (`accepted_later`, as Envoy saw the answers) and every job the daemon still keeps waiting
     (answered 202, the answer perhaps lost in a crash)."""
     with daemon_db(state) as db:
-        waiting = {job_id for (job_id,) in db.JobWait.select(db.JobWait.job_id).tuples()}
+        waiting = {
+            job_id
+            for (job_id,) in db.Event.select(db.Event.job_id)
+            .where(db.Event.waits_on.is_null(False))
+            .tuples()
+        }
         final: dict[str, list[str]] = {}
         dead = 0
         updates = db.Action.select(db.Action.payload, db.Action.outcome).where(

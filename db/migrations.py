@@ -207,6 +207,21 @@ STEPS.append(
     )
 )
 
+STEPS.append(
+    (
+        10,
+        "a job answered 202 waits on its grant in its own inbox row (one statement less)",
+        [
+            "ALTER TABLE event ADD COLUMN waits_on INTEGER",
+            "CREATE INDEX event_waits_on ON event (waits_on)",
+            "UPDATE event SET waits_on = (SELECT grant_id FROM job_wait"
+            " WHERE job_wait.job_id = event.job_id)"
+            " WHERE job_id IN (SELECT job_id FROM job_wait)",
+            "DROP TABLE job_wait",
+        ],
+    )
+)
+
 SCHEMA_VERSION = STEPS[-1][0]
 
 

@@ -105,6 +105,9 @@ class Event(BaseModel):
     attempts = IntegerField(default=0)
     next_attempt_at = IntegerField(null=True)
     last_error = TextField(null=True)
+    # The grant whose due work this job, answered 202, waits for: told its outcome once that
+    # work is done (`jobs.settle`), then NULL.
+    waits_on = IntegerField(null=True, index=True)
 
 
 class Grant(BaseModel):
@@ -149,15 +152,6 @@ class Grant(BaseModel):
 
     class Meta:
         indexes = ((("install_id", "subject"), True),)
-
-
-class JobWait(BaseModel):
-    """An Envoy job answered 202 that waits for its grant's due work; told once, then gone."""
-
-    job_id = CharField(unique=True)
-    install_id = CharField()
-    grant = ForeignKeyField(Grant, backref="job_waits", on_delete="CASCADE")
-    created_at = IntegerField(default=now_epoch)
 
 
 class Action(BaseModel):

@@ -43,7 +43,7 @@ def _fresh(daemon) -> None:
     daemon.proxy.reset()
     daemon.proxy.seed(DEFAULT_SEED)
     with db.database.connection_context(), db.database.atomic():
-        for model in (db.JobWait, db.Action, db.Event, db.Grant, db.Install):
+        for model in (db.Action, db.Event, db.Grant, db.Install):
             model.delete().execute()
     for install_id in INSTALLS:
         daemon.install_id = install_id

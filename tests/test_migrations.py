@@ -35,7 +35,7 @@ def test_a_newer_database_is_refused(empty_db):
 
 def test_the_migrated_schema_has_every_column_of_the_models(empty_db):
     db.migrate()
-    models = (db.Install, db.Event, db.Grant, db.Action, db.JobWait, db.WatchlistEntry,
+    models = (db.Install, db.Event, db.Grant, db.Action, db.WatchlistEntry,
               db.Verification)  # fmt: skip
     for model in models:
         table = model._meta.table_name
@@ -57,8 +57,9 @@ def test_database_file_is_private_and_pragmas_are_set(tmp_path):
         db.close_database()
 
 
-def test_jobs_kept_in_action_payloads_become_job_waits(empty_db):
-    """Version 5: an older database's Envoy jobs, kept as lists in the payload, are kept."""
+def test_jobs_kept_in_action_payloads_end_up_waiting_in_their_inbox_rows(empty_db):
+    """Versions 5 and 10: an older database's Envoy jobs, kept as lists in the payload, become
+    job waits, then the inbox row of each job names the grant it waits on."""
     db.migrate(4)
     empty_db.execute_sql(
         """INSERT INTO "grant" (id, install_id, kind, subject, group_ids, added_group_ids,
@@ -70,9 +71,18 @@ def test_jobs_kept_in_action_payloads_become_job_waits(empty_db):
            attempts, done, created_at) VALUES (1, 'i-1', 'issue', '{"jobs": ["j-1", "j-2"]}',
            0, 0, 0, 0, 0)"""
     )
+    for job_id in ("j-1", "j-2", "j-3"):
+        empty_db.execute_sql(
+            """INSERT INTO event (job_id, event, install_id, received_at, status, answer)
+               VALUES (?, 'entry_sign_in', 'i-1', 0, 202, '{}')""",
+            (job_id,),
+        )
     db.migrate(5)
     waits = empty_db.execute_sql("SELECT job_id, grant_id FROM job_wait ORDER BY job_id")
     assert waits.fetchall() == [("j-1", 1), ("j-2", 1)]
+    db.migrate(10)
+    waits = empty_db.execute_sql("SELECT job_id, waits_on FROM event ORDER BY job_id")
+    assert waits.fetchall() == [("j-1", 1), ("j-2", 1), ("j-3", None)]
 
 
 def test_grants_learn_their_installs_proxy_org(empty_db):

@@ -307,3 +307,23 @@ def test_a_redelivery_after_the_job_was_updated_gets_the_final_answer(daemon):
     assert retry.status_code == 200 and retry.json()["message"] == "Proxy credential active"
     assert len(daemon.sim.jobs[body["meta"]["job"]["id"]]) == 1, "the job is told once"
     assert len(daemon.persons("ada@example.com")) == 1
+
+
+def test_a_repeated_sign_in_after_the_sign_out_keeps_its_first_answer_and_changes_nothing(
+    daemon,
+):
+    """A repeat is recognised by its job id when its inbox row is written: what planning it
+    again would have changed is rolled back, and the first answer is given again."""
+    daemon.install()
+    body = daemon.entry(entry_id="e-7", full_name="Ada", email="ada@example.com", flow_id=FLOW,
+                        signed_in_at=time.time())  # fmt: skip
+    first = daemon.send(body)
+    assert first.status_code == 202
+    daemon.run_due()
+    assert _sign_out(daemon, entry_id="e-7").status_code == 200
+    grants_before = [(g.id, g.state, g.starts_at, g.ends_at) for g in daemon.grants()]
+    actions_before = len(daemon.actions())
+    repeat = daemon.send(body)
+    assert repeat.status_code == 200 and repeat.json()["message"] == "Proxy credential active"
+    assert [(g.id, g.state, g.starts_at, g.ends_at) for g in daemon.grants()] == grants_before
+    assert len(daemon.actions()) == actions_before

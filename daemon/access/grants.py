@@ -65,10 +65,10 @@ def _create(install_id: str, plan: Open, kind: str, now: int, org_id: str | None
         created_at=now,
         updated_at=now,
     )
-    key = person_key(grant)
-    outbox.enqueue(ActionKind.ISSUE, install_id, plan.starts_at, grant=grant, lock_key=key)
+    dues = [(ActionKind.ISSUE, plan.starts_at)]
     if plan.ends_at is not None:
-        outbox.enqueue(ActionKind.REVOKE, install_id, plan.ends_at, grant=grant, lock_key=key)
+        dues.append((ActionKind.REVOKE, plan.ends_at))
+    outbox.enqueue_each(dues, install_id, grant=grant, lock_key=person_key(grant))
     return grant
 
 

@@ -64,7 +64,7 @@ def _handle_event(ctx, request: EnvoyRequest) -> Answer:
     now = now_epoch()
     if request.event not in VISITOR_EVENTS + EMPLOYEE_EVENTS:
         answer = Answer.message(400, f"event {request.event!r} is not handled by this plugin")
-        return _store(request, None, now, lambda: answer)
+        return _store(request, None, now, lambda: (answer, None))
     visit = visit_of(request)  # BadRequest: answered 4xx, nothing stored
     visit = _with_employee_email(ctx, request, visit)
     try:
@@ -85,28 +85,33 @@ _GROUP = GroupCommit()
 
 
 def _store(request: EnvoyRequest, entity: str | None, now: int, decide) -> Answer:
-    """The first answer to this job id, or `decide()`'s, stored with the delivery in one
-    transaction (shared with the events that arrived meanwhile: `GroupCommit`). A twin of the
-    same job in another transaction loses the insert and gets the winner's answer.
+    """`decide()`'s answer, stored with the delivery in one transaction (shared with the
+    events that arrived meanwhile: `GroupCommit`); `decide` returns the answer and the grant
+    the job waits on, if any.
+
+    A job id seen before (Envoy delivers again when an answer was lost) loses the insert on
+    the inbox's unique job id: its planning is rolled back and it gets the first answer.
+    Asking first would cost every delivery a statement for the rare repeat.
     """
 
     def store() -> Answer:
-        earlier = (
-            Event.select(Event.status, Event.answer).where(Event.job_id == request.job_id).first()
-        )
-        if earlier is not None:
-            return Answer(earlier.status, earlier.answer)
-        answer = decide()
-        Event.insert(**_event_row(request, entity, now, answer)).execute()
+        answer, waits_on = decide()
+        Event.insert(**_event_row(request, entity, now, answer), waits_on=waits_on).execute()
         return answer
 
     try:
         return _GROUP.run(store)
     except IntegrityError:
-        earlier = Event.get_or_none(Event.job_id == request.job_id)
+        earlier = _answer_given(request.job_id)
         if earlier is None:
             raise
-        return Answer(earlier.status, earlier.answer)
+        return earlier
+
+
+def _answer_given(job_id: str) -> Answer | None:
+    """The answer stored for this job id, if it was stored."""
+    earlier = Event.select(Event.status, Event.answer).where(Event.job_id == job_id).first()
+    return None if earlier is None else Answer(earlier.status, earlier.answer)
 
 
 def _event_row(request: EnvoyRequest, entity: str | None, now: int, answer: Answer) -> dict:
@@ -134,10 +139,11 @@ def _quarantine(request: EnvoyRequest, entity: str | None, now: int, error: Exce
                 next_attempt_at=now + _delay(1),
                 last_error=_described(error),
             ).on_conflict_ignore().execute()
+        # A repeat of a job stored before keeps the first answer.
+        return _answer_given(request.job_id) or ACCEPTED
     except Exception:
         log.exception("job %s could not be stored either", request.job_id)
         return Answer.message(UNAVAILABLE, "the delivery could not be stored; deliver it again")
-    return ACCEPTED
 
 
 def _described(error: Exception) -> str:
@@ -148,8 +154,10 @@ def _delay(attempts: int) -> int:
     return MIN_RETRY_SECONDS + int(backoff_seconds(attempts, QUARANTINE_BACKOFF_CAP_SECONDS))
 
 
-def _apply(request: EnvoyRequest, visit: Visit, now: int) -> Answer:
-    """Plan one event and write what it changes; call inside the event's transaction."""
+def _apply(request: EnvoyRequest, visit: Visit, now: int) -> tuple[Answer, int | None]:
+    """Plan one event and write what it changes; call inside the event's transaction.
+
+    Returns the answer and, when it is 202, the grant whose due work the job waits on."""
     install = install_for_event(request, now)
     settings = Settings.from_config(install.config or {})
     if is_employee_event(request.event, visit):
@@ -161,7 +169,7 @@ def _apply(request: EnvoyRequest, visit: Visit, now: int) -> Answer:
     if not isinstance(plan, Ignore):
         plan = _not_ready(install, settings) or plan
     if isinstance(plan, Ignore):
-        return Answer.message(plan.status, plan.message)
+        return Answer.message(plan.status, plan.message), None
     if isinstance(plan, Open):
         grant, created = grants.open_window(
             request.install_id, plan, now, kind, settings.proxy_org_id
@@ -175,11 +183,9 @@ def _apply(request: EnvoyRequest, visit: Visit, now: int) -> Answer:
         assert isinstance(plan, Close)
         grant = grants.close_window(request.install_id, plan, now, kind)
         if grant is None:
-            return Answer.message(400, "the invite's access window is already over")
+            return Answer.message(400, "the invite's access window is already over"), None
         answer = _answer_for(request, grant, install, now)
-    if answer.status == 202:
-        jobs.wait_for(grant, request.job_id, now)
-    return answer
+    return answer, (grant.id if answer.status == 202 else None)
 
 
 def _answer_for(request: EnvoyRequest, grant: Grant, install: Install, now: int) -> Answer:
@@ -247,9 +253,9 @@ def retry_quarantined(ctx, now: int, limit: int = 50) -> int:
             request = EnvoyRequest.from_body(json.loads(stored.body))
             visit = _with_employee_email(ctx, request, visit_of(request))
             with database.atomic():
-                answer = _apply_stored(request, visit, now)
+                answer, waits_on = _apply_stored(request, visit, now)
                 Event.update(status=answer.status, answer=answer.body, body=None,
-                             last_error=None, next_attempt_at=None).where(
+                             last_error=None, next_attempt_at=None, waits_on=waits_on).where(
                     Event.id == stored.id).execute()  # fmt: skip
             planned += 1
         except BadRequest as error:
@@ -260,12 +266,12 @@ def retry_quarantined(ctx, now: int, limit: int = 50) -> int:
     return planned
 
 
-def _apply_stored(request: EnvoyRequest, visit: Visit, now: int) -> Answer:
+def _apply_stored(request: EnvoyRequest, visit: Visit, now: int) -> tuple[Answer, int | None]:
     """Plan a stored delivery; its job was answered 202, so a final answer is a job update."""
-    answer = _apply(request, visit, now)
+    answer, waits_on = _apply(request, visit, now)
     if answer.status != 202:
         jobs.queue_answer(request.job_id, request.install_id, answer, now)
-    return answer
+    return answer, waits_on
 
 
 def _refuse_stored(stored: Event, answer: Answer, now: int) -> None:

@@ -1,9 +1,10 @@
 """Envoy jobs and what they are told: the answer a grant's state gives, and the job updates
 owed to jobs answered 202.
 
-One home for "which job waits on which work": a `JobWait` row per job answered 202, tied to
-its grant. Every transaction that changes a grant's work ends with `settle(grant)`, which
-tells each waiting job how things stand once the grant has no due work left, and forgets it.
+One home for "which job waits on which work": the inbox row of a job answered 202 names the
+grant it waits on (`Event.waits_on`). Every transaction that changes a grant's work ends with
+`settle(grant)`, which tells each waiting job how things stand once the grant has no due work
+left, and forgets the wait.
 """
 
 from daemon.access import outbox
@@ -17,7 +18,6 @@ from db import (
     Grant,
     GrantState,
     Install,
-    JobWait,
     install_or_none,
 )
 
@@ -81,12 +81,6 @@ def final_answer(grant: Grant, now: int, install: Install | None = None) -> Answ
     return Answer.message(200, grant_message(grant, now), attachments=attachments)
 
 
-def wait_for(grant: Grant, job_id: str, now: int) -> None:
-    """This job, answered 202, is told the grant's outcome when its due work is done."""
-    JobWait.insert(job_id=job_id, install_id=grant.install_id, grant=grant.id,
-                   created_at=now).on_conflict_ignore().execute()  # fmt: skip
-
-
 def settle(grant_id: int, now: int) -> None:
     """Tell the jobs waiting on this grant how it stands, if it has no due work left.
 
@@ -94,18 +88,19 @@ def settle(grant_id: int, now: int) -> None:
     queued in that transaction, the stored answer of the job's delivery becomes the final one
     (a redelivery gets it), and the wait is gone, so each job is told once.
     """
-    waits = list(JobWait.select().where(JobWait.grant == grant_id))
-    if not waits:
+    waiting = list(
+        Event.select(Event.job_id, Event.install_id).where(Event.waits_on == grant_id).tuples()
+    )
+    if not waiting:
         return
     answer = final_answer(Grant.get_by_id(grant_id), now)
     if answer.status == 202:
         return
-    for wait in waits:
-        queue_answer(wait.job_id, wait.install_id, answer, now)
-        Event.update(status=answer.status, answer=answer.body).where(
-            Event.job_id == wait.job_id
-        ).execute()
-    JobWait.delete().where(JobWait.id.in_([w.id for w in waits])).execute()
+    for job_id, install_id in waiting:
+        queue_answer(job_id, install_id, answer, now)
+    Event.update(status=answer.status, answer=answer.body, waits_on=None).where(
+        Event.waits_on == grant_id
+    ).execute()
 
 
 def queue_answer(job_id: str, install_id: str, answer: Answer, now: int) -> None:

@@ -23,16 +23,28 @@ def enqueue(
     kind: str, install_id: str, due_at: int, *, grant=None, lock_key=None, payload=None
 ) -> int:
     """Add an action (its id); call inside the transaction that makes it necessary."""
-    return Action.insert(
-        kind=kind,
-        install_id=install_id,
-        grant=grant,
-        lock_key=lock_key,
-        payload=payload or {},
-        due_at=due_at,
-        next_attempt_at=due_at,
-        created_at=now_epoch(),
+    return Action.insert(_row(kind, install_id, due_at, grant, lock_key, payload)).execute()
+
+
+def enqueue_each(dues: list[tuple[str, int]], install_id: str, *, grant, lock_key) -> None:
+    """Add one action per (kind, due time) of one grant, in one statement (a new grant's
+    issue and revoke)."""
+    Action.insert_many(
+        [_row(kind, install_id, due_at, grant, lock_key, None) for kind, due_at in dues]
     ).execute()
+
+
+def _row(kind, install_id, due_at, grant, lock_key, payload) -> dict:
+    return {
+        "kind": kind,
+        "install_id": install_id,
+        "grant": grant,
+        "lock_key": lock_key,
+        "payload": payload or {},
+        "due_at": due_at,
+        "next_attempt_at": due_at,
+        "created_at": now_epoch(),
+    }
 
 
 def reschedule(action: Action, due_at: int) -> None:
