@@ -222,6 +222,22 @@ STEPS.append(
     )
 )
 
+STEPS.append(
+    (
+        11,
+        "the Proxy accounts of orgs an install has left, kept while their grants are live",
+        [
+            """CREATE TABLE proxy_account (
+                id INTEGER NOT NULL PRIMARY KEY,
+                install_id VARCHAR(255) NOT NULL, org_id VARCHAR(255) NOT NULL,
+                app_key VARCHAR(255) NOT NULL, secret TEXT NOT NULL, site_id VARCHAR(255),
+                retired_at INTEGER NOT NULL)""",
+            "CREATE UNIQUE INDEX proxy_account_install_id_org_id"
+            " ON proxy_account (install_id, org_id)",
+        ],
+    )
+)
+
 SCHEMA_VERSION = STEPS[-1][0]
 
 

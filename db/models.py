@@ -179,6 +179,25 @@ class Action(BaseModel):
     created_at = IntegerField(default=now_epoch)
 
 
+class ProxyAccount(BaseModel):
+    """Proxy credentials an install used for an org it has since left (step 1 changed).
+
+    Grants remember their org (`Grant.proxy_org_id`); one of a left org is issued and ended
+    with these, in the org that gave the access, and the row goes once no live grant of that
+    org remains. The install's current credentials stay in its config and `proxy_secret`.
+    """
+
+    install_id = CharField()
+    org_id = CharField()
+    app_key = CharField()
+    secret = TextField()  # encrypted, like `Install.proxy_secret`
+    site_id = CharField(null=True)
+    retired_at = IntegerField(default=now_epoch)
+
+    class Meta:
+        indexes = ((("install_id", "org_id"), True),)
+
+
 class WatchlistEntry(BaseModel):
     """A person the identity-verification hook sends to manual review, and why."""
 

@@ -166,7 +166,9 @@ def _apply(request: EnvoyRequest, visit: Visit, now: int) -> tuple[Answer, int |
     else:
         kind = "visitor"
         plan = plan_visitor(request.event, visit, settings, now)
-    if not isinstance(plan, Ignore):
+    # Until the install is set up nothing can be given, and the admin is told which step to
+    # run; an ending never waits for that (a grant is ended with its own org's credentials).
+    if not isinstance(plan, Close):
         plan = _not_ready(install, settings) or plan
     if isinstance(plan, Ignore):
         return Answer.message(plan.status, plan.message), None

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from daemon.access import grants
+from daemon.access import accounts, grants
 from daemon.proxy.client import ProxyClient, ProxyError, ProxyNotFound
 from daemon.rules.settings import Settings
 from db import Grant, GrantState, database, install_by_id
@@ -242,7 +242,7 @@ def issue(ctx, grant: Grant, now: int) -> Outcome:
     raises `GrantMoved` if a webhook changed the grant meanwhile."""
     install = install_by_id(grant.install_id)
     settings = Settings.from_config(install.config or {})
-    client = ctx.proxy.client(install)
+    client = ctx.proxy.client(install, grant.proxy_org_id)
     if grant.kind == "employee":  # Protect: the one grant that sets an employee's status
         person, added, ours, sets_status = _issue_employee(grant, client, now), [], False, True
     else:
@@ -282,8 +282,12 @@ def revoke(ctx, grant: Grant, now: int) -> Outcome:
     live = (Grant.state == GrantState.ACTIVE) & (Grant.ends_at.is_null() | (Grant.ends_at > now))
     others = list(Grant.select().where(_same_person(grant, live)))
 
+    install = install_by_id(grant.install_id)
+
     def ended() -> None:
         _mark_ended(grant, now)
+        if grant.proxy_org_id and accounts.org_left(install, grant.proxy_org_id):
+            accounts.release_unused(grant.install_id)  # the last of a left org's grants?
 
     if others:
         # Keep the person active; whoever ends last takes away the groups we added.
@@ -298,8 +302,7 @@ def revoke(ctx, grant: Grant, now: int) -> Outcome:
             _mark_ended(grant, now)
 
         return Outcome(f"access kept for grant {heir.id} of the same person", bequeath)
-    install = install_by_id(grant.install_id)
-    client = ctx.proxy.client(install)
+    client = ctx.proxy.client(install, grant.proxy_org_id)
     person_id = grant.proxy_person_id
     if person_id is None:  # an issue interrupted before it learnt the id: ask Proxy
         person = client.find_person_by_email(grant.email) if grant.email else None

@@ -11,6 +11,7 @@ later steps and dropdowns work before Envoy echoes the config back. The App Key 
 import logging
 from typing import Any
 
+from daemon.access import accounts
 from daemon.access.installs import remember_install
 from daemon.envoy.client import EnvoyError
 from daemon.envoy.manifest import PURPOSE, STEPS, Field
@@ -204,7 +205,12 @@ def proxy_access(ctx, request: EnvoyRequest) -> dict:
     _check_org(ctx, app_key, secret, org_id)
     answer = {"proxy_org_id": org_id, "proxy_app_key": app_key}
     columns = {"proxy_secret": ctx.secretbox.encrypt(new_secret)} if new_secret else {}
-    _save(request, answer, **columns)
+    left = accounts.org_left(install, org_id)
+    if left is None:
+        _save(request, answer, **columns)
+    else:
+        answer.update(dict.fromkeys(accounts.ORG_SCOPED_KEYS))  # null: Envoy drops them too
+        _switch_org(request, install, left, answer, columns)
     log.info(
         "install %s: Proxy access checked (app key %s, org %s, secret %s)",
         request.install_id,
@@ -213,6 +219,23 @@ def proxy_access(ctx, request: EnvoyRequest) -> dict:
         "replaced" if new_secret else "kept",
     )
     return answer
+
+
+def _switch_org(request: EnvoyRequest, install: Install, left: str, answer: dict, columns):
+    """Save the new org's credentials, keeping the old org's while its grants are live, and
+    ask the admin (status page, log, and every event's answer until then) for the steps whose
+    values belonged to the old org."""
+    now = now_epoch()
+    notice = (
+        f"{accounts.ORG_CHANGED} from {left} to {answer['proxy_org_id']}: run the Site "
+        "and Visitor mapping steps again (access given in the old organization is still "
+        "ended there)"
+    )
+    with database.atomic():
+        accounts.keep_credentials(install, now)
+        _save(request, answer, **columns, last_error=notice)
+        accounts.release_unused(install.install_id)
+    log.warning("install %s: %s", request.install_id, notice)
 
 
 # -- step 2: site ----------------------------------------------------------------------------
@@ -267,6 +290,10 @@ def visitor_mapping(ctx, request: EnvoyRequest) -> dict:
         _check_group(client, group_id)
     answer = {"visitor_mapping": mapping}
     _save(request, answer)
+    Install.update(last_error=None).where(
+        (Install.install_id == request.install_id)
+        & Install.last_error.startswith(accounts.ORG_CHANGED)
+    ).execute()  # the steps asked for after an org change are done
     return answer
 
 
