@@ -229,8 +229,10 @@ def work_failed(action, error: str, dead: bool) -> None:
 # -- admin, watchlist, setup ----------------------------------------------------------------------
 
 
-def admin(what: str, details: dict | None = None, **who) -> None:
-    record(ADMIN, reason=what, details=details, **who)
+def admin(what: str, details: dict | None = None, grant_id: int | None = None) -> None:
+    """An admin command and what it did (about this grant, if it is about one)."""
+    grant = None if grant_id is None else Grant.get_or_none(Grant.id == grant_id)
+    record(ADMIN, grant=grant, reason=what, details=details)
 
 
 def watchlist_changed(change: str, entry) -> None:

@@ -98,10 +98,10 @@ def execute(ctx, action: Action, now: int) -> bool:
     try:
         outcome = EXECUTORS[action.kind](ctx, action, now)
         with database.atomic():
+            audit.work_done(action, outcome.note)
             outcome.record()
             outbox.complete(action, now)
             _settle(action, now)
-            audit.work_done(action, outcome.note)
     except ProxyRateLimited as error:
         with database.atomic():
             outbox.fail(action, now, str(error), retry_after=error.retry_after)

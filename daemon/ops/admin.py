@@ -455,12 +455,7 @@ def _retry(args, cfg) -> int:
             )
         with db.database.atomic():
             count = outbox.retry([action.id], now)
-            audit.admin(
-                f"retry action {action.id}",
-                {"action_id": action.id},
-                install_id=action.install_id,
-                grant_id=action.grant_id,
-            )
+            audit.admin(f"retry action {action.id}", {"action_id": action.id}, action.grant_id)
     print(
         f"{count} action{'s' if count != 1 else ''} will run again at the daemon's next sweep "
         f"(within {cfg.sweep_seconds} s)"
