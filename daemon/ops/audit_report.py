@@ -102,11 +102,18 @@ def access_between(start: int, end: int) -> list[dict]:
 
     A window runs from the grant's `issued` entry to its `ended` entry (still open if none):
     it overlaps when it began before `end` and had not ended by `start`. One that ended at
-    `start` exactly did not overlap, nor one that began at `end`.
+    `start` exactly did not overlap, nor one that began at `end`; one issued and ended within
+    the same second counts as having access during that second.
     """
+    issued_before = AuditEntry.select(AuditEntry.grant_id).where(
+        (AuditEntry.kind == audit.ISSUED) & (AuditEntry.at < end)
+    )
     marks = (
         AuditEntry.select()
-        .where(AuditEntry.kind.in_([audit.ISSUED, audit.ENDED]) & (AuditEntry.at < end))
+        .where(
+            AuditEntry.kind.in_([audit.ISSUED, audit.ENDED])
+            & AuditEntry.grant_id.in_(issued_before)
+        )
         .order_by(AuditEntry.at, AuditEntry.id)
     )
     windows: dict[int, list[list]] = {}
@@ -121,7 +128,7 @@ def access_between(start: int, end: int) -> list[dict]:
     found = []
     zones = _zones(p.install_id for p in people.values())
     for grant_id, spans in windows.items():
-        overlapping = [s for s in spans if s[0] < end and (s[1] is None or s[1] > start)]
+        overlapping = [s for s in spans if s[0] < end and _until(s) > start]
         if not overlapping:
             continue
         who = people[grant_id]
@@ -172,6 +179,12 @@ def window_rows(found: list[dict]) -> list[dict]:
         for person in found
         for window in person["windows"]
     ]
+
+
+def _until(span: list) -> float:
+    """Where a window stops counting: open ones never, others at their end (a second at least)."""
+    begin, until = span
+    return float("inf") if until is None else max(until, begin + 1)
 
 
 def current_grants(query: str, limit: int = 50) -> list[dict]:
