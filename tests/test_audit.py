@@ -50,8 +50,9 @@ def _sign_out(daemon, entry_id="e-1", email=ADA):
 
 def _cli(daemon, capsys, *argv):
     cfg = daemon.ctx.config
-    code = main([*argv, "--db", cfg.db, "--key-file", cfg.key_file,
-                 "--proxy-api-url", cfg.proxy_api_url])  # fmt: skip
+    code = main(
+        [*argv, "--db", cfg.db, "--key-file", cfg.key_file, "--proxy-api-url", cfg.proxy_api_url]
+    )
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -107,8 +108,18 @@ def test_an_ignored_event_says_why_no_credential_was_given(daemon):
 def test_a_refused_issue_is_recorded_with_proxys_reason(daemon):
     daemon.install()
     daemon.proxy.add_fault(status=503)
-    assert daemon.send(daemon.entry(entry_id="e-1", email=ADA, full_name="Ada Lovelace",
-                                    flow_id=FLOW, signed_in_at=time.time())).status_code == 202  # fmt: skip
+    assert (
+        daemon.send(
+            daemon.entry(
+                entry_id="e-1",
+                email=ADA,
+                full_name="Ada Lovelace",
+                flow_id=FLOW,
+                signed_in_at=time.time(),
+            )
+        ).status_code
+        == 202
+    )
     daemon.run_due()
     failed = [e for e in _story() if e[0] == audit.PROXY]
     assert failed and "503" in failed[0][2]
@@ -120,10 +131,17 @@ def test_a_refused_issue_is_recorded_with_proxys_reason(daemon):
 def test_failures_past_the_first_few_are_sampled(database):
     """An ending retried every 2 minutes through a long outage does not flood the trail."""
     with database.atomic():
-        grant = db.Grant.create(install_id="i", kind="visitor", subject="entries:1",
-                                email=ADA, starts_at=0, state="active")  # fmt: skip
-        action = db.Action.create(grant=grant, install_id="i", kind="revoke", due_at=0,
-                                  next_attempt_at=0)  # fmt: skip
+        grant = db.Grant.create(
+            install_id="i",
+            kind="visitor",
+            subject="entries:1",
+            email=ADA,
+            starts_at=0,
+            state="active",
+        )
+        action = db.Action.create(
+            grant=grant, install_id="i", kind="revoke", due_at=0, next_attempt_at=0
+        )
         for _ in range(120):
             outbox.fail(action, 0, "Proxy answered 503")
             action = db.Action.get_by_id(action.id)
@@ -147,7 +165,7 @@ def test_an_event_whose_planning_fails_leaves_no_audit_entry(daemon, monkeypatch
             full_name="Ada Lovelace",
             flow_id=FLOW,
             signed_in_at=time.time(),
-        )  # fmt: skip
+        )
     )
     assert answer.status_code == 202  # quarantined
     with db.database.connection_context():
@@ -184,8 +202,9 @@ def test_admin_revoke_names_the_os_user_and_the_reason(daemon, capsys):
 
 
 def test_watchlist_changes_from_the_cli_name_the_os_user(daemon, capsys):
-    code, _, err = _cli(daemon, capsys, "watchlist", "add", "--name", "Eve  Mallory",
-                        "--reason", "badge stolen")  # fmt: skip
+    code, _, err = _cli(
+        daemon, capsys, "watchlist", "add", "--name", "Eve  Mallory", "--reason", "badge stolen"
+    )
     assert code == 0, err
     code, _, err = _cli(daemon, capsys, "watchlist", "remove", "--name", "eve mallory")
     assert code == 0, err
@@ -200,8 +219,15 @@ def test_watchlist_changes_from_the_cli_name_the_os_user(daemon, capsys):
 def test_retry_from_the_cli_is_recorded(daemon, capsys):
     daemon.install()
     daemon.proxy.add_fault(status=503)
-    daemon.send(daemon.entry(entry_id="e-1", email=ADA, full_name="Ada Lovelace", flow_id=FLOW,
-                             signed_in_at=time.time()))  # fmt: skip
+    daemon.send(
+        daemon.entry(
+            entry_id="e-1",
+            email=ADA,
+            full_name="Ada Lovelace",
+            flow_id=FLOW,
+            signed_in_at=time.time(),
+        )
+    )
     daemon.run_due()
     [issue] = [a for a in daemon.actions() if a.kind == "issue"]
     code, _, err = _cli(daemon, capsys, "retry", str(issue.id))
@@ -211,16 +237,23 @@ def test_retry_from_the_cli_is_recorded(daemon, capsys):
 
 def test_a_retired_grant_records_why(database):
     with database.atomic():
-        grant = db.Grant.create(install_id="i", kind="visitor", subject="entries:1",
-                                email=ADA, starts_at=0, state="pending")  # fmt: skip
+        grant = db.Grant.create(
+            install_id="i",
+            kind="visitor",
+            subject="entries:1",
+            email=ADA,
+            starts_at=0,
+            state="pending",
+        )
         grants.retire(grant, 10, "review")
     [entry] = db.AuditEntry.select()
     assert (entry.kind, entry.reason, entry.grant_id) == (audit.CANCELLED, "review", grant.id)
 
 
 def test_details_never_carry_a_secret_value(database):
-    audit.record(audit.ADMIN, details={"app_secret": "s3cr3t", "Authorization": "Bearer x",
-                                       "keys": ["a"]})  # fmt: skip
+    audit.record(
+        audit.ADMIN, details={"app_secret": "s3cr3t", "Authorization": "Bearer x", "keys": ["a"]}
+    )
     [entry] = db.AuditEntry.select()
     assert entry.details == {"app_secret": "(secret)", "Authorization": "(secret)", "keys": ["a"]}
 

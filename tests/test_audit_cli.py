@@ -35,8 +35,16 @@ def run(capsys, store, *argv):
 
 def _entry(kind, at, grant_id=None, email=None, name=None, install="install-1", **extra):
     with db.database.connection_context(), db.database.atomic():
-        audit.record(kind, at=at, grant_id=grant_id, email=email, full_name=name,
-                     install_id=install, subject=f"entries:{grant_id}", **extra)  # fmt: skip
+        audit.record(
+            kind,
+            at=at,
+            grant_id=grant_id,
+            email=email,
+            full_name=name,
+            install_id=install,
+            subject=f"entries:{grant_id}",
+            **extra,
+        )
 
 
 def _visits():
@@ -55,8 +63,11 @@ def test_filters_combine(store, capsys):
     _visits()
     code, out, err = run(capsys, store, "audit", "--email", "ADA@example.com", "--json")
     assert code == 0, err
-    assert _kinds(out) == [(audit.PLANNED, "ada@example.com"), (audit.ISSUED, "ada@example.com"),
-                           (audit.ENDED, "ada@example.com")]  # fmt: skip
+    assert _kinds(out) == [
+        (audit.PLANNED, "ada@example.com"),
+        (audit.ISSUED, "ada@example.com"),
+        (audit.ENDED, "ada@example.com"),
+    ]
     _, out, _ = run(capsys, store, "audit", "--name", "builder", "--json")
     assert _kinds(out) == [(audit.IGNORED, "bob@example.com")]
     _, out, _ = run(capsys, store, "audit", "--install", "install-2", "--json")
@@ -64,8 +75,9 @@ def test_filters_combine(store, capsys):
     since, until = str(T0 + 10), "2026-09-21T14:13:50+00:00"  # T0 + 30: excluded
     _, out, _ = run(capsys, store, "audit", "--since", since, "--until", until, "--json")
     assert [e["at"] for e in json.loads(out)] == [T0 + 10, T0 + 20]
-    _, out, _ = run(capsys, store, "audit", "--email", "ada@example.com", "--since",
-                    str(T0 + 5), "--json")  # fmt: skip
+    _, out, _ = run(
+        capsys, store, "audit", "--email", "ada@example.com", "--since", str(T0 + 5), "--json"
+    )
     assert _kinds(out) == [(audit.ISSUED, "ada@example.com"), (audit.ENDED, "ada@example.com")]
     _, out, _ = run(capsys, store, "audit", "--limit", "2", "--json")
     assert [e["at"] for e in json.loads(out)] == [T0 + 30, T0 + 40]
@@ -73,8 +85,9 @@ def test_filters_combine(store, capsys):
 
 def test_the_table_says_when_in_the_installs_zone_and_why(store, capsys):
     with db.database.connection_context(), db.database.atomic():
-        db.Install.create(install_id="install-1", timezone="Europe/Paris", config={},
-                          created_at=T0, updated_at=T0)  # fmt: skip
+        db.Install.create(
+            install_id="install-1", timezone="Europe/Paris", config={}, created_at=T0, updated_at=T0
+        )
     _visits()
     code, out, _ = run(capsys, store, "audit", "--email", "bob@example.com")
     assert code == 0
@@ -111,19 +124,20 @@ def test_csv_cells_that_a_spreadsheet_would_run_start_with_a_quote(store, capsys
 
 def test_who_had_access_between_lists_the_windows(store, capsys):
     _visits()
-    code, out, err = run(capsys, store, "audit", "--who-had-access-between", str(T0 + 35),
-                         str(T0 + 50), "--json")  # fmt: skip
+    code, out, err = run(
+        capsys, store, "audit", "--who-had-access-between", str(T0 + 35), str(T0 + 50), "--json"
+    )
     assert code == 0, err
     found = json.loads(out)
     assert [(p["email"], [(w["from"], w["until"]) for w in p["windows"]]) for p in found] == [
         ("ada@example.com", [(T0 + 10, T0 + 40)]),
         ("cy@example.com", [(T0 + 30, None)]),
     ]
-    _, out, _ = run(capsys, store, "audit", "--who-had-access-between", str(T0 + 35),
-                    str(T0 + 50))  # fmt: skip
+    _, out, _ = run(capsys, store, "audit", "--who-had-access-between", str(T0 + 35), str(T0 + 50))
     assert "still active" in out and "Cy Young" in out
-    _, out, _ = run(capsys, store, "audit", "--who-had-access-between", str(T0),
-                    str(T0 + 50), "--csv")  # fmt: skip
+    _, out, _ = run(
+        capsys, store, "audit", "--who-had-access-between", str(T0), str(T0 + 50), "--csv"
+    )
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [(r["email"], r["until_utc"]) for r in rows] == [
         ("ada@example.com", "2026-09-21T14:14:00+00:00"),
@@ -159,7 +173,7 @@ def test_overlap_edges(store, start, end, listed):
     marks=st.lists(
         st.tuples(
             st.integers(1, 3), st.sampled_from([audit.ISSUED, audit.ENDED]), st.integers(0, 50)
-        ),  # fmt: skip
+        ),
         max_size=12,
     ),
     start=st.integers(0, 50),
