@@ -271,3 +271,20 @@ def test_setup_steps_record_the_keys_they_changed_never_the_secret(daemon):
     assert entries[0].details == {"keys": ["proxy_app_key", "proxy_org_id", "proxy_app_secret"]}
     assert entries[1].details == {"keys": ["proxy_app_secret"]}
     assert "app-secret" not in repr(rows)
+
+
+def test_an_identity_check_sent_to_review_says_why(daemon):
+    daemon.install()
+    with db.database.connection_context():
+        watchlist.add(email=ADA, reason="banned after incident 42")
+    hook = "/envoy/hooks/identity-verification"
+    body = daemon.entry(
+        entry_id="e-50", email=ADA, full_name="Ada Lovelace", flow_id=FLOW, signed_in_at=time.time()
+    )
+    assert daemon.send(body, path=hook).status_code == 412
+    assert daemon.ctx.runner.drain_decisions(timeout=15)
+    assert _story()[-1] == (
+        audit.VERIFIED,
+        audit.ENVOY,
+        "review: On the watchlist: banned after incident 42",
+    )

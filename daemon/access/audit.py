@@ -24,6 +24,7 @@ ENDED = "ended"  # the grant's access was taken away in Proxy (or kept only for 
 PROXY = "proxy"  # one run of a grant's due work against Proxy, and its result
 ADMIN = "admin"  # an admin command, and what it did
 WATCHLIST = "watchlist"  # a watchlist entry added or removed
+VERIFIED = "verified"  # an identity-verification decision (approved, or review and why)
 SETUP = "setup"  # a setup step changed an install's settings (keys only)
 UNINSTALLED = "uninstalled"  # the plugin was uninstalled for an install
 # An install's stored Proxy secret was erased (the name of a kind of entry, not a secret).
@@ -150,6 +151,24 @@ def closing(grant: Grant, why: str, details: dict | None = None) -> None:
         grant=grant,
         reason=why,
         details=details,
+    )
+
+
+def verified(request, visit, verdict: str, decision) -> None:
+    """Record an identity-verification decision: approved, or sent to review and why."""
+    record(
+        VERIFIED,
+        reason=f"{verdict}: {decision.answer.body.get('message') or decision.reason}",
+        details={
+            "entry_id": visit.id,
+            "code": decision.reason,
+            "deadline_hit": decision.deadline_hit,
+        },
+        actor=ENVOY,
+        install_id=request.install_id,
+        subject=visit.subject,
+        email=visit.email,
+        full_name=visit.full_name,
     )
 
 
