@@ -188,3 +188,33 @@ def test_the_simulator_sends_the_event(daemon, capsys):
     assert code == 0
     assert "uninstalled" in capsys.readouterr().out
     assert _install(daemon).uninstalled_at is not None
+
+
+def test_an_unknown_install_has_nothing_to_uninstall(daemon):
+    answer = daemon.send(envoy.uninstall_event(install_id="never-seen"))
+    assert answer.status_code == 200
+    assert "nothing was stored" in answer.json()["message"]
+    with db.database.connection_context():
+        assert db.Install.get_or_none(install_id="never-seen") is None
+
+
+def test_installing_again_with_a_new_secret_gives_access_again(daemon):
+    _visitors(daemon)
+    assert daemon.send(envoy.uninstall_event(install_id=daemon.install_id)).status_code == 200
+    daemon.run_due()
+    path = "/envoy/setup/proxy-access"
+    access = {"proxy_app_key": "app-key", "proxy_app_secret": "app-secret", "proxy_org_id": "org-1"}
+    body = envoy.route_body(path, payload=access, config={}, install_id=daemon.install_id)
+    assert daemon.send(body, path=path).status_code == 200
+    assert _install(daemon).uninstalled_at is None
+    answer = daemon.deliver(
+        daemon.entry(
+            entry_id="e-2",
+            email="alan@example.com",
+            full_name="Alan Turing",
+            flow_id=FLOW,
+            signed_in_at=time.time(),
+        )
+    )
+    assert answer.status_code == 200, answer.text
+    assert _states(daemon)["alan@example.com"] == "active"
