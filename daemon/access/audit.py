@@ -214,35 +214,25 @@ def ended(grant: Grant) -> None:
     record(ENDED, grant=grant, reason=ending_reason(grant.id))
 
 
+def _of_action(action, outcome: str, details: dict) -> None:
+    """One run of a grant's issue or revoke (Envoy job updates are not access)."""
+    if action.grant_id is None or action.kind == "job_update":
+        return
+    grant = Grant.get_or_none(Grant.id == action.grant_id)
+    who = {} if grant is not None else {"grant_id": action.grant_id}
+    details = {"action": action.kind, "action_id": action.id, **details}
+    record(PROXY, grant=grant, reason=outcome, details=details, **who)
+
+
 def work_done(action, note: str) -> None:
-    """Record the result of a grant's issue or revoke (Envoy job updates are not access)."""
-    if action.grant_id is not None and action.kind != "job_update":
-        record(
-            PROXY,
-            grant=Grant.get_by_id(action.grant_id),
-            reason=note,
-            details={"action": action.kind, "action_id": action.id, "ok": True},
-        )
+    _of_action(action, note, {"ok": True})
 
 
 def work_failed(action, error: str, dead: bool) -> None:
-    """Record a failed attempt of a grant's issue or revoke (sampled past the first few)."""
+    """Record a failed attempt (sampled past the first few)."""
     attempt = action.attempts + 1
-    sampled = attempt <= FAILURES_RECORDED or attempt % FAILURES_SAMPLED == 0 or dead
-    if action.grant_id is None or action.kind == "job_update" or not sampled:
-        return
-    record(
-        PROXY,
-        grant=Grant.get_by_id(action.grant_id),
-        reason=error,
-        details={
-            "action": action.kind,
-            "action_id": action.id,
-            "ok": False,
-            "attempt": attempt,
-            "given_up": dead,
-        },
-    )
+    if attempt <= FAILURES_RECORDED or attempt % FAILURES_SAMPLED == 0 or dead:
+        _of_action(action, error, {"ok": False, "attempt": attempt, "given_up": dead})
 
 
 # -- admin, watchlist, setup ----------------------------------------------------------------------
