@@ -7,6 +7,8 @@ Proxy secret is needed by those endings, so it is erased when the last of them i
 once when there is none).
 """
 
+from peewee import fn
+
 from daemon.access import audit, grants, jobs
 from daemon.rules.request import Answer
 from db import LIVE_STATES, Grant, Install
@@ -22,7 +24,8 @@ def uninstall(install_id: str, now: int) -> dict | None:
     nothing is stored for this install."""
     if Install.get_or_none(Install.install_id == install_id) is None:
         return None
-    Install.update(uninstalled_at=now, updated_at=now).where(
+    first_time = fn.COALESCE(Install.uninstalled_at, now)  # a second uninstall keeps the first
+    Install.update(uninstalled_at=first_time, updated_at=now).where(
         Install.install_id == install_id
     ).execute()
     ending, cancelled = [], []
