@@ -238,6 +238,26 @@ STEPS.append(
     )
 )
 
+STEPS.append(
+    (
+        12,
+        "the audit trail; uninstalled installs",
+        [
+            """CREATE TABLE audit_entry (
+                id INTEGER NOT NULL PRIMARY KEY,
+                at INTEGER NOT NULL, install_id VARCHAR(255), grant_id INTEGER,
+                subject VARCHAR(255), email VARCHAR(255), full_name VARCHAR(255),
+                kind VARCHAR(255) NOT NULL, reason TEXT, actor VARCHAR(255) NOT NULL,
+                details TEXT)""",
+            "CREATE INDEX audit_entry_at ON audit_entry (at)",
+            "CREATE INDEX audit_entry_install_id ON audit_entry (install_id)",
+            "CREATE INDEX audit_entry_grant_id ON audit_entry (grant_id)",
+            "CREATE INDEX audit_entry_email ON audit_entry (email)",
+            "ALTER TABLE install ADD COLUMN uninstalled_at INTEGER",
+        ],
+    )
+)
+
 SCHEMA_VERSION = STEPS[-1][0]
 
 

@@ -83,6 +83,9 @@ class Install(BaseModel):
     last_error = TextField(null=True)
     # When Envoy accepted our `identity-verification` purpose (registered once per install).
     purpose_registered_at = IntegerField(null=True)
+    # When the plugin was uninstalled: its events are refused, and its Proxy secret is erased
+    # once the endings it left to do are done.
+    uninstalled_at = IntegerField(null=True)
 
 
 class Event(BaseModel):
@@ -219,3 +222,22 @@ class Verification(BaseModel):
     deadline_hit = BooleanField(default=False)
     duration_ms = IntegerField()
     decided_at = IntegerField(default=now_epoch, index=True)
+
+
+class AuditEntry(BaseModel):
+    """One access change or decision, as it was when it happened: append-only.
+
+    Who and what are copied (not linked) so that the trail outlives the grant's later changes;
+    `details` never holds a secret value.
+    """
+
+    at = IntegerField(index=True)
+    install_id = CharField(null=True, index=True)
+    grant_id = IntegerField(null=True, index=True)
+    subject = CharField(null=True)
+    email = CharField(null=True, index=True)
+    full_name = CharField(null=True)
+    kind = CharField()
+    reason = TextField(null=True)
+    actor = CharField()
+    details = JSONField(null=True)

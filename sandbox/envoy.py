@@ -46,6 +46,7 @@ ENTRY_EVENTS = (
     "employee_entry_sign_out",
 )
 INVITE_EVENTS = ("invite_created", "invite_updated", "invite_removed", "upcoming_visit")
+UNINSTALL_EVENT = "plugin_uninstalled"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,6 +228,12 @@ def entry_event(
     return _resource_event(
         event, "entries", entry_id, attributes, flow_id, related, numeric_ids, meta_kwargs
     )
+
+
+def uninstall_event(*, install_id="install-1", **meta_kwargs) -> dict:
+    """`plugin_uninstalled`: the install in `meta`, the plugin install as the payload."""
+    body_meta = meta(UNINSTALL_EVENT, install_id=install_id, **meta_kwargs)
+    return {"meta": body_meta, "payload": {"id": body_meta["install_id"], "type": "installs"}}
 
 
 def invite_event(
@@ -741,6 +748,8 @@ def _event_body(args: argparse.Namespace) -> dict:
         "config": args.config_json,
         "job_id": args.job_id,
     }
+    if args.event == UNINSTALL_EVENT:
+        return uninstall_event(install_id=args.install_id, job_id=args.job_id)
     default_id = str(int(time.time()))
     if args.event in INVITE_EVENTS:
         return invite_event(
@@ -816,10 +825,10 @@ def build_parser() -> argparse.ArgumentParser:
     # --daemon and --secret may also follow the sub-command; unset there, they keep the above.
     event = commands.add_parser("event", help="sign and send one event to the daemon")
     _add_shared_options(event, default=argparse.SUPPRESS)
-    event.add_argument("event", choices=ENTRY_EVENTS + INVITE_EVENTS)
-    event.add_argument("--name", required=True, help="visitor's full name")
+    event.add_argument("event", choices=(*ENTRY_EVENTS, *INVITE_EVENTS, UNINSTALL_EVENT))
+    event.add_argument("--name", help="visitor's full name (required but for uninstalls)")
     event.add_argument("--email")
-    event.add_argument("--flow", required=True, help="Envoy flow id")
+    event.add_argument("--flow", help="Envoy flow id (required but for uninstalls)")
     event.add_argument("--entry-id", help="entry id (default: the current epoch second)")
     event.add_argument("--invite-id", help="invite id (default for invites: epoch second)")
     event.add_argument("--employee-id", help="host, or the employee in Protect flows")
@@ -852,7 +861,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    visitor_event = getattr(args, "event", UNINSTALL_EVENT) != UNINSTALL_EVENT
+    if visitor_event and not (args.name and args.flow):
+        parser.error("--name and --flow are required for visitor events")
     return args.run(args)
 
 

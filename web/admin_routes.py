@@ -1,4 +1,6 @@
-"""The admin's views: `/status` (HTML), `/status.json` (the same facts) and `/metrics`.
+"""The admin's views: `/status` (HTML), `/status.json` (the same facts), the Activity view
+(`/status/activity`, `/status/activity.json`: one person's story from the audit trail) and
+`/metrics`.
 
 The status pages ask for HTTP Basic auth as user `admin` with ENVOY_PROXY_ADMIN_PASSWORD and
 stay closed (403) while no password is set. `/metrics` is open: keep it local through the
@@ -10,12 +12,14 @@ import json
 import logging
 import os
 import threading
+from urllib.parse import quote
 
 from bottle import Bottle, HTTPResponse, SimpleTemplate, parse_auth, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import db
 from daemon.context import Context
+from daemon.ops.audit_report import activity
 from daemon.ops.status_report import duration, gather, size
 from web.responses import json_response
 
@@ -32,6 +36,13 @@ HTML_HEADERS = {
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
+}
+# The Activity view's search form submits to itself; nothing else changes.
+ACTIVITY_HEADERS = {
+    **HTML_HEADERS,
+    "Content-Security-Policy": HTML_HEADERS["Content-Security-Policy"].replace(
+        "form-action 'none'", "form-action 'self'"
+    ),
 }
 NOT_CONFIGURED = (
     "the status page is disabled: set ENVOY_PROXY_ADMIN_PASSWORD (or --admin-password) "
@@ -63,6 +74,10 @@ class _Once:
             return first
 
 
+def _details(details: dict | None) -> str:
+    return "" if not details else json.dumps(details, sort_keys=True, ensure_ascii=False)
+
+
 def _denied(as_json: bool, status: int, message: str, headers=None) -> HTTPResponse:
     if as_json:
         answer = json_response(status, {"message": message})
@@ -82,6 +97,7 @@ def _denied(as_json: bool, status: int, message: str, headers=None) -> HTTPRespo
 
 def install(app: Bottle, ctx: Context) -> None:
     template = SimpleTemplate(name="status", lookup=[TEMPLATES])
+    activity_template = SimpleTemplate(name="activity", lookup=[TEMPLATES])
     warn_once = _Once()
 
     def check(as_json: bool) -> HTTPResponse | None:
@@ -132,6 +148,23 @@ def install(app: Bottle, ctx: Context) -> None:
             },
         )
 
+    def story() -> dict:
+        with db.database.connection_context():
+            return activity(request.query.getunicode("q", default="") or "")
+
+    def activity_html():
+        denied = check(as_json=False)
+        if denied is not None:
+            return denied
+        body = activity_template.render(activity=story(), details=_details, quote=quote)
+        return HTTPResponse(body=body, status=200, headers=ACTIVITY_HEADERS)
+
+    def activity_json():
+        denied = check(as_json=True)
+        if denied is not None:
+            return denied
+        return json_response(200, story())
+
     def metrics():
         # The grant and action gauges read the database at scrape time.
         with db.database.connection_context():
@@ -144,4 +177,6 @@ def install(app: Bottle, ctx: Context) -> None:
 
     app.route("/status", "GET", status_html)
     app.route("/status.json", "GET", status_json)
+    app.route("/status/activity", "GET", activity_html)
+    app.route("/status/activity.json", "GET", activity_json)
     app.route("/metrics", "GET", metrics)

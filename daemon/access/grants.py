@@ -5,7 +5,7 @@ Callers hold the IMMEDIATE transaction; nothing here calls Proxy. An access wind
 moves them. Ending a grant that was never issued cancels it without any Proxy call.
 """
 
-from daemon.access import outbox
+from daemon.access import audit, outbox
 from daemon.rules.policy import Close, Open
 from db import (
     LIVE_STATES,
@@ -65,6 +65,7 @@ def _create(install_id: str, plan: Open, kind: str, now: int, org_id: str | None
         created_at=now,
         updated_at=now,
     )
+    audit.planned(grant, created=True)
     dues = [(ActionKind.ISSUE, plan.starts_at)]
     if plan.ends_at is not None:
         dues.append((ActionKind.REVOKE, plan.ends_at))
@@ -134,6 +135,8 @@ def open_window(
     )
     Grant.update(**changes).where(Grant.id == grant.id).execute()
     grant = grant_by_id(grant.id)
+    if moved:
+        audit.planned(grant, created=False)
     if grant.state == GrantState.PENDING:
         _ensure_action(grant, ActionKind.ISSUE, starts)
     elif moved:
@@ -160,6 +163,7 @@ def retire(grant: Grant, now: int, why: str) -> None:
     """End this grant's access now and free its subject, so that the visit's next event
     starts a grant of its own (an invite that changed, a hook's credential given back)."""
     end_at(grant, now, now)
+    audit.closing(grant, why)
     Grant.update(subject=f"{grant.subject}#{why}-{grant.id}").where(Grant.id == grant.id).execute()
 
 

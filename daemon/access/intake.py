@@ -16,7 +16,7 @@ import logging
 
 from peewee import IntegrityError
 
-from daemon.access import grants, jobs
+from daemon.access import audit, grants, jobs, uninstall
 from daemon.access.group_commit import GroupCommit
 from daemon.access.installs import install_for_event
 from daemon.access.jobs import ACCEPTED
@@ -52,7 +52,7 @@ def handle_event(ctx, request: EnvoyRequest) -> Answer:
     """Answer one Envoy event (see ENVOY_PROTOCOL §4 for what each status means to Envoy).
 
     While it is answered, due work keeps to its share of the CPU (`WebhooksFirst`)."""
-    with ctx.runner.webhooks_first.serving():
+    with ctx.runner.webhooks_first.serving(), audit.acting_as(audit.ENVOY):
         return _handle_event(ctx, request)
 
 
@@ -62,6 +62,10 @@ def _handle_event(ctx, request: EnvoyRequest) -> Answer:
     if not request.job_id:
         raise BadRequest("`meta.job.id` is missing")
     now = now_epoch()
+    if request.event == uninstall.EVENT:
+        answer = _store(request, None, now, lambda: (uninstall.on_event(request, now), None))
+        ctx.rearm(now)  # its endings are due now
+        return answer
     if request.event not in VISITOR_EVENTS + EMPLOYEE_EVENTS:
         answer = Answer.message(400, f"event {request.event!r} is not handled by this plugin")
         return _store(request, None, now, lambda: (answer, None))
@@ -171,7 +175,7 @@ def _apply(request: EnvoyRequest, visit: Visit, now: int) -> tuple[Answer, int |
     if not isinstance(plan, Close):
         plan = _not_ready(install, settings) or plan
     if isinstance(plan, Ignore):
-        return Answer.message(plan.status, plan.message), None
+        return audit.ignored(request, visit, Answer.message(plan.status, plan.message)), None
     if isinstance(plan, Open):
         grant, created = grants.open_window(
             request.install_id, plan, now, kind, settings.proxy_org_id
@@ -185,8 +189,10 @@ def _apply(request: EnvoyRequest, visit: Visit, now: int) -> tuple[Answer, int |
         assert isinstance(plan, Close)
         grant = grants.close_window(request.install_id, plan, now, kind)
         if grant is None:
-            return Answer.message(400, "the invite's access window is already over"), None
+            over = Answer.message(400, "the invite's access window is already over")
+            return audit.ignored(request, visit, over), None
         answer = _answer_for(request, grant, install, now)
+    audit.decided(request, plan, grant, answer)
     return answer, (grant.id if answer.status == 202 else None)
 
 
@@ -202,6 +208,8 @@ def _answer_for(request: EnvoyRequest, grant: Grant, install: Install, now: int)
 
 
 def _not_ready(install: Install, settings: Settings) -> Ignore | None:
+    if install.uninstalled_at is not None:
+        return Ignore(412, "the plugin was uninstalled for this location: install it again")
     if not install.proxy_secret or not settings.proxy_app_key or not settings.proxy_org_id:
         return Ignore(412, "Proxy access is not set up for this install: run the Proxy Access step")
     if not settings.proxy_site_id:

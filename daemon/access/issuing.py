@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from daemon.access import accounts, grants
+from daemon.access import accounts, audit, grants, uninstall
 from daemon.proxy.client import ProxyClient, ProxyError, ProxyNotFound
 from daemon.rules.settings import Settings
 from db import Grant, GrantState, database, install_by_id
@@ -270,6 +270,7 @@ def issue(ctx, grant: Grant, now: int) -> Outcome:
         )
         if not changed:
             raise GrantMoved(f"grant {grant.id} changed during issue")
+        audit.issued(grant, person["id"], added, ours)
         for holder_id, at in net.reactivations:
             grants.reactivate_at(holder_id, at)
 
@@ -331,3 +332,5 @@ def _mark_ended(grant: Grant, now: int) -> None:
         state=GrantState.ENDED, ends_at=now, updated_at=now, version=Grant.version + 1
     ).where(Grant.id == grant.id).execute()
     grants.drop_pending(grant, now, kind="issue")
+    audit.ended(grant)
+    uninstall.erase_secret_when_done(grant.install_id)

@@ -6,6 +6,7 @@ and a claim left behind by a crash expires by itself (or is released at the next
 Endings are claimed before anything else that is due.
 """
 
+from daemon.access import audit
 from daemon.retry import backoff_seconds
 from db import Action, ActionKind, ActionOutcome, database, now_epoch
 
@@ -121,6 +122,7 @@ def fail(action: Action, now: int, error: str, *, retry_after: float = 0, dead: 
         delay = max(MIN_RETRY_SECONDS, backoff_seconds(attempts, cap), min(retry_after, cap))
         changes["next_attempt_at"] = now + int(delay + 0.999)
     Action.update(**changes).where(Action.id == action.id).execute()
+    audit.work_failed(action, error, dead)
 
 
 def release(action: Action) -> None:

@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from daemon.access import grants, jobs, outbox
+from daemon.access import audit, grants, jobs, outbox
 from daemon.access.intake import retry_quarantined
 from daemon.access.issuing import GrantMoved, Outcome, issue, revoke
 from daemon.access.webhooks_first import WebhooksFirst
@@ -98,6 +98,7 @@ def execute(ctx, action: Action, now: int) -> bool:
     try:
         outcome = EXECUTORS[action.kind](ctx, action, now)
         with database.atomic():
+            audit.work_done(action, outcome.note)
             outcome.record()
             outbox.complete(action, now)
             _settle(action, now)

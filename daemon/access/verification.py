@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 
-from daemon.access import grants, jobs, watchlist
+from daemon.access import audit, grants, jobs, watchlist
 from daemon.access.installs import remember_install
 from daemon.rules.policy import Ignore, plan_sign_in
 from daemon.rules.request import Answer, EnvoyRequest
@@ -173,6 +173,7 @@ def _record(ctx, request: EnvoyRequest, visit: Visit, decision: Decision, starte
                 duration_ms=elapsed_ms,
                 decided_at=now_epoch(),
             )
+            audit.verified(request, visit, verdict, decision)
     except Exception:
         log.exception("verification of entry %s: the decision could not be recorded", visit.id)
     ctx.metrics.verifications.labels(verdict).inc()

@@ -7,6 +7,7 @@ Unicode-normalised, whitespace collapsed), with the name kept as given for peopl
 
 import unicodedata
 
+from daemon.access import audit
 from db import WatchlistEntry, database, now_epoch
 
 
@@ -60,6 +61,7 @@ def add(
             reason=reason,
             created_at=now if now is not None else now_epoch(),
         )
+        audit.watchlist_changed("added", entry)
     return entry, True
 
 
@@ -85,6 +87,8 @@ def remove(
     else:
         condition = WatchlistEntry.name_key == name_key(full_name)
     with database.atomic():
+        for entry in WatchlistEntry.select().where(condition):
+            audit.watchlist_changed("removed", entry)
         return WatchlistEntry.delete().where(condition).execute()
 
 

@@ -28,6 +28,7 @@ EVENTS = (
     "invite_updated",
     "invite_removed",
     "upcoming_visit",
+    "plugin_uninstalled",
 )
 PAGE_SIZE = 25  # options per page of a paginated dropdown
 FIELD_TYPES = ("text", "password", "checkbox", "select", "mapping")

@@ -11,7 +11,7 @@ later steps and dropdowns work before Envoy echoes the config back. The App Key 
 import logging
 from typing import Any
 
-from daemon.access import accounts
+from daemon.access import accounts, audit
 from daemon.access.installs import remember_install
 from daemon.envoy.client import EnvoyError
 from daemon.envoy.manifest import PURPOSE, STEPS, Field
@@ -148,6 +148,7 @@ def _save(request: EnvoyRequest, values: dict, **columns) -> Install:
                 config.pop(key, None)
             else:
                 config[key] = value
+        audit.setup_changed(install.install_id, install.config, config, "proxy_secret" in columns)
         Install.update(config=config, **columns).where(
             Install.install_id == install.install_id
         ).execute()
@@ -204,7 +205,9 @@ def proxy_access(ctx, request: EnvoyRequest) -> dict:
     secret = new_secret or _stored_secret(ctx, install, app_key)
     _check_org(ctx, app_key, secret, org_id)
     answer = {"proxy_org_id": org_id, "proxy_app_key": app_key}
-    columns = {"proxy_secret": ctx.secretbox.encrypt(new_secret)} if new_secret else {}
+    columns = {}
+    if new_secret:  # also a new start for an install that was uninstalled (a reinstall)
+        columns = {"proxy_secret": ctx.secretbox.encrypt(new_secret), "uninstalled_at": None}
     left = accounts.org_left(install, org_id)
     if left is None:
         _save(request, answer, **columns)

@@ -1,9 +1,11 @@
-"""Admin commands on the daemon's own database: status, grants, revoke, retry, backup, watchlist.
+"""Admin commands on the daemon's own database: status, grants, revoke, retry, backup, watchlist,
+audit, uninstall.
 
 They open the same SQLite file as the running daemon (WAL lets them read while it serves, and
 their writes are short IMMEDIATE transactions) and take the same settings as `serve`. Errors go
 to stderr with a non-zero exit: 1 when the command failed, 2 for a setting, 75 (EX_TEMPFAIL)
-when a revocation is recorded but left to the daemon because Proxy did not answer.
+when a revocation is recorded but left to the daemon because Proxy did not answer. What a
+command changes is in the audit trail, under `cli:<OS user>`.
 """
 
 import argparse
@@ -13,16 +15,17 @@ import os
 import sqlite3
 import sys
 import unicodedata
+from datetime import UTC, datetime
 
 import peewee
 
 import db
 from daemon import config, startup
-from daemon.access import grants, jobs, outbox, watchlist
+from daemon.access import audit, grants, jobs, outbox, uninstall, watchlist
 from daemon.access.outbox import FLAG_AFTER_ATTEMPTS
 from daemon.health import Health
 from daemon.masking import Masker
-from daemon.ops import status_report
+from daemon.ops import audit_report, status_report
 from daemon.rules.times import local_time
 from db import LIVE_STATES, Action, Grant, Install, now_epoch
 
@@ -69,7 +72,7 @@ def _command(run):
         cfg = config.load(args, require=False)
         try:
             _open(cfg)
-            with db.database.connection_context():
+            with db.database.connection_context(), audit.acting_as(audit.cli_actor()):
                 return run(args, cfg)
         except AdminError as error:
             _error(str(error))
@@ -363,6 +366,32 @@ def _grants(args, cfg) -> int:
 # ---------------------------------------------------------------------------- revoke
 
 
+def _carry_out(cfg, action_ids: list[int], now: int) -> list[Action] | None:
+    """Run these recorded endings against Proxy now, within an admin's patience, and return
+    them as they stand after; None when Proxy cannot be called from here (no key file).
+
+    The first one Proxy does not finish leaves the rest to the daemon's sweep.
+    """
+    # Imported here: the other commands need neither the HTTP clients nor the key file.
+    from daemon.access.runner import execute
+    from daemon.context import Context
+    from daemon.secretbox import SecretBox
+
+    if not os.path.exists(cfg.key_file):
+        return None
+    ctx = Context.build(cfg, SecretBox.from_key_file(cfg.key_file))
+    # An admin at a prompt waits a few seconds at most; the daemon finishes what remains.
+    inline = dataclasses.replace(ctx, proxy=ctx.proxy.limited(ADMIN_PROXY_BUDGET))
+    try:
+        for action_id in action_ids:
+            claimed = outbox.claim_one(action_id, now)
+            if claimed is None or not execute(inline, claimed, now):
+                break
+    finally:
+        ctx.proxy.close()
+    return [Action.get_by_id(action_id) for action_id in action_ids]
+
+
 def _revoke(args, cfg) -> int:
     now = now_epoch()
     with db.database.atomic():
@@ -371,6 +400,8 @@ def _revoke(args, cfg) -> int:
             raise AdminError(f"no grant {args.grant_id} (see `envoy-proxy grants`)")
         before = grant.state
         action_id = grants.end_at(grant, now, now)
+        if before in LIVE_STATES:
+            audit.closing(grant, "admin revoke")
         jobs.settle(grant.id, now)
     who = clean(grant.full_name or grant.email or grant.subject)
     if action_id is None:
@@ -379,27 +410,14 @@ def _revoke(args, cfg) -> int:
         else:
             print(f"grant {grant.id} ({who}) is already {before}: nothing to do")
         return EXIT_OK
-    # Imported here: the other commands need neither the HTTP clients nor the key file.
-    from daemon.access.runner import execute
-    from daemon.context import Context
-    from daemon.secretbox import SecretBox
-
-    if not os.path.exists(cfg.key_file):
+    carried = _carry_out(cfg, [action_id], now)
+    if carried is None:
         _error(
             f"key file {cfg.key_file} not found, so Proxy cannot be called from here; the "
             f"revocation is recorded (action {action_id}) and the daemon will carry it out"
         )
         return EXIT_QUEUED
-    ctx = Context.build(cfg, SecretBox.from_key_file(cfg.key_file))
-    # An admin at a prompt waits a few seconds at most; the daemon finishes what remains.
-    inline = dataclasses.replace(ctx, proxy=ctx.proxy.limited(ADMIN_PROXY_BUDGET))
-    try:
-        claimed = outbox.claim_one(action_id, now)
-        if claimed is not None:
-            execute(inline, claimed, now)
-    finally:
-        ctx.proxy.close()
-    done = Action.get_by_id(action_id)
+    [done] = carried
     if done.done and done.outcome == "done":
         state = Grant.get_by_id(grant.id).state
         print(f"grant {grant.id} ({who}): access ended in Proxy (grant {state})")
@@ -424,7 +442,9 @@ def _retry(args, cfg) -> int:
         if not ids:
             print("no failing or dead actions")
             return EXIT_OK
-        count = sum(outbox.retry(ids[i : i + 500], now) for i in range(0, len(ids), 500))
+        with db.database.atomic():
+            count = sum(outbox.retry(ids[i : i + 500], now) for i in range(0, len(ids), 500))
+            audit.admin("retry every failing or dead action", {"actions": count})
     else:
         action = Action.get_or_none(Action.id == args.action_id)
         if action is None:
@@ -433,7 +453,9 @@ def _retry(args, cfg) -> int:
             raise AdminError(
                 f"action {action.id} is already finished ({action.outcome}): nothing to retry"
             )
-        count = outbox.retry([action.id], now)
+        with db.database.atomic():
+            count = outbox.retry([action.id], now)
+            audit.admin(f"retry action {action.id}", {"action_id": action.id}, action.grant_id)
     print(
         f"{count} action{'s' if count != 1 else ''} will run again at the daemon's next sweep "
         f"(within {cfg.sweep_seconds} s)"
@@ -540,6 +562,115 @@ def _watchlist_list(args, cfg) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------- audit
+
+
+def instant(text: str) -> int:
+    """An instant from ISO 8601 (without an offset: UTC) or from epoch seconds."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time such as 2026-11-24T14:00+01:00, got {text!r}"
+        ) from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
+
+
+AUDIT_HEADERS = ["WHEN", "KIND", "ACTOR", "NAME", "EMAIL", "GRANT", "REASON"]
+ACCESS_HEADERS = ["NAME", "EMAIL", "INSTALL", "GRANT", "FROM", "UNTIL"]
+
+
+def _print_rows(args, rows: list[dict], fields: list[str], headers: list[str], cells) -> None:
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif args.csv:
+        print(audit_report.to_csv(rows, fields), end="")
+    elif not rows:
+        print("nothing found")
+    else:
+        print(table(headers, [cells(row) for row in rows]))
+
+
+def _audit(args, cfg) -> int:
+    if args.who_had_access_between:
+        start, end = args.who_had_access_between
+        if end <= start:
+            raise AdminError("--who-had-access-between: the second time must be after the first")
+        found = audit_report.access_between(start, end)
+        if args.json:
+            print(json.dumps(found, indent=2, ensure_ascii=False))
+            return EXIT_OK
+        rows = audit_report.window_rows(found)
+        _print_rows(
+            args,
+            rows,
+            audit_report.WINDOW_FIELDS,
+            ACCESS_HEADERS,
+            lambda w: [
+                w["full_name"],
+                w["email"],
+                w["install_id"],
+                w["grant_id"],
+                w["from_local"],
+                w["until_local"],
+            ],
+        )
+        return EXIT_OK
+    rows = audit_report.entries(
+        email=args.email,
+        name=args.name,
+        install_id=args.install,
+        since=args.since,
+        until=args.until,
+        limit=args.limit,
+    )
+    _print_rows(
+        args,
+        rows,
+        audit_report.FIELDS,
+        AUDIT_HEADERS,
+        lambda e: [
+            e["at_local"],
+            e["kind"],
+            e["actor"],
+            e["full_name"],
+            e["email"],
+            e["grant_id"],
+            e["reason"],
+        ],
+    )
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- uninstall
+
+
+def _uninstall(args, cfg) -> int:
+    now = now_epoch()
+    with db.database.atomic():
+        summary = uninstall.uninstall(args.install, now)
+        if summary is None:
+            raise AdminError(f"no install {args.install} (see `envoy-proxy status`)")
+    print(f"install {clean(args.install)} {uninstall.describe(summary)}")
+    if not summary["ending"]:
+        return EXIT_OK
+    carried = _carry_out(cfg, summary["ending"], now)
+    left = [a.id for a in carried or [] if not (a.done and a.outcome == "done")]
+    if carried is not None and not left:
+        print("every access ended in Proxy; the install's Proxy secret is erased")
+        return EXIT_OK
+    _error(
+        f"{len(left) if carried is not None else len(summary['ending'])} ending(s) left to the "
+        f"daemon's sweep (within {cfg.sweep_seconds} s once Proxy answers; retried until they "
+        "succeed); the install's Proxy secret is erased when the last one is done"
+    )
+    return EXIT_QUEUED
+
+
 # ---------------------------------------------------------------------------- the parsers
 
 
@@ -619,3 +750,41 @@ def register(commands) -> None:
     listing = _add(actions, "list", "list the entries", _watchlist_list)
     listing.add_argument("--json", action="store_true", help="as JSON")
     _settings(listing)
+
+    parser = _add(
+        commands,
+        "audit",
+        "what happened, to whom: the audit trail",
+        _audit,
+        "The audit trail: every access change and decision, oldest first. Filters combine. "
+        "Times are ISO 8601 (UTC unless they carry an offset) or epoch seconds.",
+    )
+    parser.add_argument("--email", metavar="ADDRESS", help="entries about this email address")
+    parser.add_argument("--name", metavar="TEXT", help="entries whose name contains TEXT")
+    parser.add_argument("--install", metavar="ID", help="entries of this install")
+    parser.add_argument("--since", type=instant, metavar="TIME", help="at or after TIME")
+    parser.add_argument("--until", type=instant, metavar="TIME", help="before TIME")
+    parser.add_argument("--limit", type=_positive, help="only the newest N entries")
+    parser.add_argument(
+        "--who-had-access-between",
+        nargs=2,
+        type=instant,
+        metavar=("T1", "T2"),
+        help="everyone whose Proxy access overlapped T1..T2, with their windows",
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="as JSON")
+    output.add_argument("--csv", action="store_true", help="as CSV (safe to open in a spreadsheet)")
+    _settings(parser)
+
+    parser = _add(
+        commands,
+        "uninstall",
+        "end an install's access and erase its Proxy secret",
+        _uninstall,
+        "What Envoy's plugin_uninstalled does, for when Envoy cannot reach the daemon: end every "
+        "live access of the install in Proxy, cancel its grants not yet issued, refuse its "
+        "later events, and erase its stored Proxy secret once the endings are done.",
+    )
+    parser.add_argument("--install", required=True, metavar="ID")
+    _settings(parser)

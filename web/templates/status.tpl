@@ -235,6 +235,6 @@ registered {{when(i['purpose_registered_at'])}}
 <p class="muted">None yet.</p>
 % end
 
-<p class="muted">The same facts as JSON: <a href="status.json">status.json</a> · metrics: <a href="metrics">/metrics</a></p>
+<p class="muted">The same facts as JSON: <a href="status.json">status.json</a> · a visitor's story: <a href="status/activity">Activity</a> · metrics: <a href="metrics">/metrics</a></p>
 </body>
 </html>
