@@ -110,6 +110,7 @@ def install(app: Bottle, ctx: Context) -> None:
                 health=health,
                 scheduler_next_due=ctx.scheduler_next_due(),
                 secrets=ctx.config.secrets(),
+                retention_days=ctx.config.retention_days,
             )
 
     def status_html():

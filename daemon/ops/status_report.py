@@ -13,7 +13,7 @@ from peewee import JOIN, SQL, fn
 
 import db
 from daemon import __version__
-from daemon.access import outbox
+from daemon.access import outbox, retention
 from daemon.access.outbox import FLAG_AFTER_ATTEMPTS
 from daemon.access.watchlist import count as watchlist_size
 from daemon.health import Verdict
@@ -180,6 +180,7 @@ def gather(
     scheduler_next_due: int | None = None,
     secrets=(),
     limit: int = LIST_LIMIT,
+    retention_days: int | None = None,
 ) -> dict:
     """Every fact of the status page as JSON-ready data; call with a connection open.
 
@@ -305,6 +306,7 @@ def gather(
         "quarantined": [_quarantined(row, zones, mask) for row in quarantined],
         "verifications": [_verification(row, zones, mask) for row in verifications],
         "watchlist": {"size": counts["watchlist"]},
+        "retention": retention.describe(retention_days),
     }
 
 

@@ -77,6 +77,9 @@ code { font-size: .95em; }
 <dt>Failing actions</dt><dd class="{{'bad' if facts['counts']['actions_failing'] else ''}}">{{facts['counts']['actions_failing']}} (≥ {{facts['actions']['flag_after_attempts']}} attempts)</dd>
 <dt>Dead actions</dt><dd class="{{'bad' if facts['counts']['actions_dead'] else ''}}">{{facts['counts']['actions_dead']}}</dd>
 <dt>Watchlist</dt><dd>{{facts['watchlist']['size']}} entries</dd>
+% if facts['retention'] is not None:
+<dt>Personal data</dt><dd>{{facts['retention']['summary']}}</dd>
+% end
 </dl>
 
 <h2>Installs ({{facts['counts']['installs']}})</h2>
