@@ -10,6 +10,7 @@ does the same for one email address at once (a data-subject request).
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from peewee import OP, Expression, Field, Model, Value, fn
@@ -41,9 +42,9 @@ class PersonalData:
 
     `erase`: nullable columns set to NULL; `scrub`: text (or JSON) that may quote someone,
     kept with every address and the row's erased values replaced by "[erased]"; `closed`:
-    rows no access depends on; `since`: the instant a row's age counts from; `owner`: the
-    email column naming whose row it is (`forget`); `held`: rows kept until their Proxy
-    person is removed.
+    rows no access depends on; `since`: the instant a row's age counts from; `owned`: the
+    rows of one (lower-case) email address, for `forget`; `held`: rows kept until their
+    Proxy person is removed.
     """
 
     model: type[Model]
@@ -51,7 +52,7 @@ class PersonalData:
     scrub: tuple[Field, ...]
     closed: Expression
     since: Expression
-    owner: Field | None = None
+    owned: Callable[[str], Expression] | None = None
     held: Expression | None = None
 
 
@@ -66,7 +67,7 @@ GRANTS = PersonalData(
     scrub=(Grant.last_error,),
     closed=Grant.state.not_in(LIVE_STATES),
     since=fn.COALESCE(Grant.ends_at, Grant.updated_at),
-    owner=Grant.email,
+    owned=lambda email: fn.LOWER(Grant.email) == email,
     held=_GRANT_HELD,
 )
 # Not here: verifications (ids and reason codes only), the watchlist (the admin's own list,
@@ -87,6 +88,7 @@ PERSONAL_DATA: tuple[PersonalData, ...] = (
         scrub=(Action.payload, Action.last_error),
         closed=Action.done == True,  # noqa: E712
         since=fn.COALESCE(Action.done_at, Action.created_at),
+        owned=lambda email: _like(Action.lock_key, f"%:{email}"),
     ),
 )
 
@@ -140,10 +142,14 @@ def scrub(value, literals=()):
     return value
 
 
+def _like(column: Field, pattern: str) -> Expression:
+    """`column` matches the LIKE `pattern`, ignoring case; the pattern is not run through
+    JSON fields' own conversion."""
+    return Expression(column, OP.ILIKE, Value(pattern, converter=False))
+
+
 def _mentions(column: Field, text: str) -> Expression:
-    """`column` contains `text`, ignoring case; the pattern is not run through JSON fields'
-    own conversion."""
-    return Expression(column, OP.ILIKE, Value(f"%{text}%", converter=False))
+    return _like(column, f"%{text}%")
 
 
 def _any(conditions) -> Expression | None:
@@ -328,16 +334,13 @@ def forget(ctx, email: str) -> Erased:
 
 
 def _forget_rows(spec: PersonalData, email: str, values: list[str]) -> int:
-    """Erase the rows `email` owns and scrub its values from the others' texts."""
+    """Erase the rows `email` owns and scrub its values from every row's texts (a live row's
+    access is not touched: only closed rows lose fields)."""
     total = 0
-    address = email.strip().lower()
-    if spec.owner is not None:
-        owned = spec.closed & (fn.LOWER(spec.owner) == address)
+    if spec.owned is not None:
+        owned = spec.closed & spec.owned(email.strip().lower())
         total += _erase_all(spec, owned, True, values)
     mentioned = _any(_mentions(f, v) for f in spec.scrub for v in values)
     if mentioned is not None:
-        where = spec.closed & mentioned
-        if spec.owner is not None:
-            where &= spec.owner.is_null() | (fn.LOWER(spec.owner) != address)
-        total += _erase_all(spec, where, False, values)
+        total += _erase_all(spec, mentioned, False, values)
     return total
