@@ -31,8 +31,9 @@ ROWS_PER_BATCH = 500  # rows changed per transaction and table in one pass
 PERSONS_PER_PASS = 20  # Proxy persons looked at in one pass
 PROXY_BUDGET = 5.0  # seconds a retention call to Proxy may take, retries included
 ERASED = "[erased]"
-# Every token with an "@" in it: an address (or what is left of one) is never kept in text.
-ADDRESS = re.compile(r"[^\s\"'<>()\[\]{},;:]*@[^\s\"'<>()\[\]{},;:]*")
+# Every token with an "@" in it, up to what no unquoted address holds: no address (or part
+# of one) is kept in a text.
+ADDRESS = re.compile(r'[^\s"<>()\[\],;:\\]*@[^\s"<>()\[\],;:\\]*')
 MIN_LITERAL = 3  # shorter names are not scrubbed from texts: they would erase ordinary words
 
 
