@@ -246,8 +246,8 @@ def _remove_persons(ctx, before: int, now: int, erased: Erased) -> list[int]:
     for grant in candidates:
         ids = _remove_person(ctx, grant, before, erased)
         if ids is None:
-            erased.more = True
-            break  # Proxy is down or refuses the key: stop asking for now
+            erased.more = False
+            break  # Proxy is down or refuses the key: the hourly sweep asks again
         cleared.extend(ids)
     return cleared
 
