@@ -6,7 +6,7 @@ import time
 import time_machine
 
 import db
-from daemon.access import retention
+from daemon.access import proxy_persons, retention
 
 FLOW = "flow-visitor"
 DAY = 86400
@@ -150,6 +150,29 @@ def test_proxy_down_keeps_the_data_for_the_next_pass_and_never_loses_the_person(
         _run_passes(daemon)
     assert daemon.persons("ada@example.com") == []
     assert daemon.grants()[0].email is None
+
+
+def test_a_visit_that_starts_while_its_person_is_removed_gets_a_person_again(daemon, monkeypatch):
+    daemon.install()
+    t0 = int(time.time())
+    _visit(daemon, "e-1", "ada@example.com", "Ada Lovelace")
+    remove = proxy_persons.remove_ours
+
+    def signing_in_meanwhile(client, grant):
+        # Ada is back between the check that no visit needs her person and its removal.
+        body = daemon.entry(entry_id="e-2", email="ada@example.com", full_name="Ada Lovelace",
+                            flow_id=FLOW, signed_in_at=time.time())  # fmt: skip
+        assert daemon.deliver(body).status_code == 200
+        return remove(client, grant)
+
+    monkeypatch.setattr(proxy_persons, "remove_ours", signing_in_meanwhile)
+    with time_machine.travel(t0 + 31 * DAY, tick=False):
+        _run_passes(daemon)
+        daemon.run_due()
+        [person] = daemon.persons("ada@example.com")
+        assert person["status"] == "active" and person["tags"] == ["visitor-lobby"]
+        [live] = [g for g in daemon.grants() if g.state == "active"]
+        assert live.proxy_person_id == person["id"] and live.email == "ada@example.com"
 
 
 def test_no_proxy_call_while_endings_are_due(daemon):

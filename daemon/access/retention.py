@@ -15,11 +15,22 @@ from dataclasses import dataclass, field
 
 from peewee import OP, Expression, Field, Model, Value, fn
 
-from daemon.access import outbox, proxy_persons
+from daemon.access import grants, outbox, proxy_persons
 from daemon.access.issuing import _same_person
 from daemon.proxy.access import NotConfigured
 from daemon.proxy.client import ProxyAuthError, ProxyError, ProxyUnavailable
-from db import LIVE_STATES, Action, Event, Grant, database, install_or_none, now_epoch, truncate_wal
+from db import (
+    LIVE_STATES,
+    Action,
+    ActionKind,
+    Event,
+    Grant,
+    GrantState,
+    database,
+    install_or_none,
+    now_epoch,
+    truncate_wal,
+)
 
 log = logging.getLogger("envoy_proxy.retention")
 
@@ -225,7 +236,25 @@ def _remove_person(ctx, grant: Grant, before: int | None, erased: Erased) -> lis
                     error)  # fmt: skip
         outcomes = {grant.proxy_person_id: "kept"}
     erased.persons.update(outcomes.values())
+    _reissue_racing(ctx, grant)
     return cleared
+
+
+def _reissue_racing(ctx, grant: Grant) -> None:
+    """A visit of the same person that started while we removed it (issued, or being issued)
+    lost its credential with the person: issue it again now (a new person is imported)."""
+    now = now_epoch()
+    claimed = Action.select(Action.grant).where(
+        (Action.kind == ActionKind.ISSUE) & (Action.done == False) & (Action.claimed_until >= now)  # noqa: E712
+    )
+    racing = (Grant.state == GrantState.ACTIVE) | Grant.id.in_(claimed)
+    with database.atomic():
+        ids = [g.id for g in Grant.select(Grant.id).where(_same_person(grant, racing))]
+        for grant_id in ids:
+            grants.reactivate_at(grant_id, now)
+    if ids:
+        log.warning("grants %s started while their Proxy person was removed: issued again", ids)
+        ctx.rearm(now)
 
 
 def _remove_persons(ctx, before: int, now: int, erased: Erased) -> list[int]:
