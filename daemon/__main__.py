@@ -69,6 +69,8 @@ def serve(cfg: config.Config) -> int:
     ctx.rearm, ctx.scheduler_next_due = alarm.rearm, lambda: alarm.next_due
     # Retention has an alarm of its own: its passes never hold up due work.
     eraser = Alarm(lambda: retention.run_pass(ctx), retention.PASS_SECONDS, mask)
+    if cfg.retention_days:
+        ctx.retention_runs = lambda: eraser.runs
     # Catch up before serving: a daemon that was down when access should have ended ends it now.
     # A catch-up that raises is a failed run (unhealthy): serve anyway, so that webhooks are
     # stored, rather than exit into a restart loop; the alarm's sweep keeps retrying.

@@ -10,6 +10,7 @@ import db
 from daemon import config
 from daemon.access import retention
 from daemon.access.retention import ERASED, scrub
+from scheduler import Runs
 
 DAY = 86400
 NOW = 1_900_000_000
@@ -43,6 +44,19 @@ def test_status_states_the_retention_plainly(daemon):
     assert facts["retention"]["days"] == 0
     page = requests.get(f"{daemon.url}/status", auth=auth, timeout=5).text
     assert "kept forever (ENVOY_PROXY_RETENTION_DAYS=0)" in page
+
+
+def test_status_shows_a_failing_retention_pass_with_its_error_masked(daemon):
+    daemon.ctx.config = daemon.ctx.config.replace(admin_password="s3cret-pw")
+    runs = Runs(last_failure_at=1_800_000_000, last_error="ProxyError: s3cret-pw leaked",
+                consecutive_failures=2)  # fmt: skip
+    daemon.ctx.retention_runs = lambda: runs
+    auth = ("admin", "s3cret-pw")
+    facts = requests.get(f"{daemon.url}/status.json", auth=auth, timeout=5).json()["retention"]
+    assert facts["days"] == 30 and facts["last_pass_at"] is None
+    assert facts["last_error"] == "ProxyError: *** leaked"
+    page = requests.get(f"{daemon.url}/status", auth=auth, timeout=5).text
+    assert "Retention pass" in page and "FAILING" in page
 
 
 # ---------------------------------------------------------------------------- scrubbing
