@@ -128,3 +128,19 @@ def test_a_pass_erases_exactly_the_closed_grants_past_the_retention(database, ro
         assert (grant.email is None) == expired, (state, ends_in_days)
         assert (grant.full_name is None, grant.phone is None) == (expired, expired)
         assert grant.state == state and grant.ends_at == NOW + ends_in_days * DAY
+
+
+def test_a_table_added_to_the_list_is_erased_by_age_alone(database, monkeypatch):
+    """How the audit trail joins: one entry, no `closed` (a record of what happened)."""
+    extra = retention.PersonalData(
+        db.Verification, erase=(), scrub=(db.Verification.reason,), since=db.Verification.decided_at
+    )
+    monkeypatch.setattr(retention, "PERSONAL_DATA", (*retention.PERSONAL_DATA, extra))
+    for n, age_days in enumerate((DAYS + 1, DAYS - 1)):
+        db.Verification.create(install_id="install-1", entry_id=str(n), decision="review",
+                               reason="asked by ada@example.com", duration_ms=1,
+                               decided_at=NOW - age_days * DAY)  # fmt: skip
+    erased = retention.erase_expired(None, retention.cutoff(NOW, DAYS), NOW)
+    assert erased.rows["verification"] == 1
+    old, recent = db.Verification.select().order_by(db.Verification.entry_id)
+    assert (old.reason, recent.reason) == (f"asked by {ERASED}", "asked by ada@example.com")

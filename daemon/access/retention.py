@@ -53,8 +53,9 @@ class PersonalData:
     """Where one table keeps personal data, and when a row no longer needs it.
 
     `erase`: nullable columns set to NULL; `scrub`: text (or JSON) that may quote someone,
-    kept with every address and the row's erased values replaced by "[erased]"; `closed`:
-    rows no access depends on; `since`: the instant a row's age counts from; `owned`: the
+    kept with every address and the row's erased values replaced by "[erased]"; `since`:
+    the instant a row's age counts from; `closed`: rows no access depends on (None: every
+    row, as for a record of what happened); `owned`: the
     rows of one (lower-case) email address, for `forget`; `held`: rows kept until their
     Proxy person is removed.
     """
@@ -62,8 +63,8 @@ class PersonalData:
     model: type[Model]
     erase: tuple[Field, ...]
     scrub: tuple[Field, ...]
-    closed: Expression
     since: Expression
+    closed: Expression | None = None
     owned: Callable[[str], Expression] | None = None
     held: Expression | None = None
 
@@ -176,9 +177,13 @@ def _holds(spec: PersonalData) -> Expression:
     return _any([*(f.is_null(False) for f in spec.erase), *(_mentions(f, "@") for f in spec.scrub)])
 
 
+def _closed(spec: PersonalData) -> Expression:
+    return spec.closed if spec.closed is not None else spec.model._meta.primary_key.is_null(False)
+
+
 def _expired(spec: PersonalData, before: int | None) -> Expression:
     """Closed rows older than `before` (None: every closed row)."""
-    return spec.closed if before is None else spec.closed & (spec.since < before)
+    return _closed(spec) if before is None else _closed(spec) & (spec.since < before)
 
 
 def _literals(values) -> list[str]:
@@ -368,7 +373,7 @@ def _forget_rows(spec: PersonalData, email: str, values: list[str]) -> int:
     access is not touched: only closed rows lose fields)."""
     total = 0
     if spec.owned is not None:
-        owned = spec.closed & spec.owned(email.strip().lower())
+        owned = _closed(spec) & spec.owned(email.strip().lower())
         total += _erase_all(spec, owned, True, values)
     mentioned = _any(_mentions(f, v) for f in spec.scrub for v in values)
     if mentioned is not None:
