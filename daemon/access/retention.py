@@ -55,9 +55,8 @@ class PersonalData:
     `erase`: nullable columns set to NULL; `scrub`: text (or JSON) that may quote someone,
     kept with every address and the row's erased values replaced by "[erased]"; `since`:
     the instant a row's age counts from; `closed`: rows no access depends on (None: every
-    row, as for a record of what happened); `owned`: the
-    rows of one (lower-case) email address, for `forget`; `held`: rows kept until their
-    Proxy person is removed.
+    row, as for a record of what happened); `owned`: the rows of one (lower-case) email
+    address, for `forget`; `held`: rows kept until their Proxy person is removed.
     """
 
     model: type[Model]
@@ -207,11 +206,12 @@ def _erase_rows(spec: PersonalData, where: Expression, owned: bool, literals=())
 def _erase_all(spec: PersonalData, where: Expression, owned: bool, literals) -> int:
     """Every row matching `where`, batch by batch, each visited once."""
     key = spec.model._meta.primary_key
-    total, done = 0, []
-    while done := _erase_rows(spec, where if not done else where & (key > done[-1]), owned,
-                              literals):  # fmt: skip
-        total += len(done)
-    return total
+    total, last = 0, None
+    while True:
+        keys = _erase_rows(spec, where if last is None else where & (key > last), owned, literals)
+        if not keys:
+            return total
+        total, last = total + len(keys), keys[-1]
 
 
 # ---------------------------------------------------------------------------- Proxy persons
@@ -241,7 +241,8 @@ def _remove_person(ctx, grant: Grant, before: int | None, erased: Erased) -> lis
                     error)  # fmt: skip
         outcomes = {grant.proxy_person_id: "kept"}
     erased.persons.update(outcomes.values())
-    _reissue_racing(ctx, grant)
+    if {"deleted", "anonymised"} & set(outcomes.values()):
+        _reissue_racing(ctx, grant)
     return cleared
 
 
