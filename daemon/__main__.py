@@ -16,6 +16,7 @@ import waitress
 
 import db
 from daemon import __version__, config, notify, startup
+from daemon.access import retention
 from daemon.access.outbox import release_claims
 from daemon.access.runner import dispatch_due, run_due
 from daemon.context import Context
@@ -23,7 +24,7 @@ from daemon.envoy import manifest
 from daemon.health import Health
 from daemon.logs import setup_logging
 from daemon.masking import Masker
-from daemon.ops import admin
+from daemon.ops import admin, forget
 from daemon.secretbox import SecretBoxError
 from scheduler import Alarm
 from web.app import create_app
@@ -66,6 +67,10 @@ def serve(cfg: config.Config) -> int:
     ctx.health = Health(cfg.overdue_seconds, mask)
     ctx.health.watch(alarm.state)
     ctx.rearm, ctx.scheduler_next_due = alarm.rearm, lambda: alarm.next_due
+    # Retention has an alarm of its own: its passes never hold up due work.
+    eraser = Alarm(lambda: retention.run_pass(ctx), retention.PASS_SECONDS, mask)
+    if cfg.retention_days:
+        ctx.retention_runs = lambda: eraser.runs
     # Catch up before serving: a daemon that was down when access should have ended ends it now.
     # A catch-up that raises is a failed run (unhealthy): serve anyway, so that webhooks are
     # stored, rather than exit into a restart loop; the alarm's sweep keeps retrying.
@@ -87,6 +92,8 @@ def serve(cfg: config.Config) -> int:
     watchdog = None
     try:
         alarm.start(first_due)
+        if cfg.retention_days:
+            eraser.start(db.now_epoch() + retention.FIRST_PASS_DELAY)
         # Pings only while healthy (daemon.health): the alarm thread lives, its last run did
         # not fail, the database takes writes and no due work is overdue.
         watchdog = notify.start_watchdog(ctx.health.problems)
@@ -101,6 +108,7 @@ def serve(cfg: config.Config) -> int:
             watchdog.stop()
         server.close()
         alarm.shutdown()
+        eraser.shutdown()
         ctx.runner.shutdown()
         ctx.proxy.close()
         db.close_database()
@@ -163,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     manifest.add_arguments(manifest_parser)
     manifest_parser.set_defaults(run=manifest.run)
     admin.register(commands)
+    forget.register(commands)
     startup.add_init_command(commands)
     for words, help_text, _ in PASSTHROUGH:
         commands.add_parser(" ".join(words), help=help_text)

@@ -110,6 +110,16 @@ OPTIONS: tuple[Option, ...] = (
         maximum=86400,
     ),
     Option(
+        "retention_days",
+        "ENVOY_PROXY_RETENTION_DAYS",
+        30,
+        "Days after a visit ends before its names, emails, phones and photos are erased here"
+        " and its Proxy person (one we created) is removed; 0 keeps them forever.",
+        type=int,
+        minimum=0,
+        maximum=3650,
+    ),
+    Option(
         "trusted_proxy",
         "ENVOY_PROXY_TRUSTED_PROXY",
         "",

@@ -24,6 +24,8 @@ class Context:
     # Called with an epoch after a commit that may make work due sooner (the alarm clock).
     rearm: Callable[[int | None], None] = lambda at: None
     scheduler_next_due: Callable[[], int | None] = lambda: None
+    # How the retention passes went lately (scheduler.Runs), for /status; None: not running.
+    retention_runs: Callable[[], object] = lambda: None
     started_at: float = field(default_factory=time.time)
     # Is due work getting done, and if not why (/healthz, the watchdog, /status).
     health: Health = field(default_factory=Health)

@@ -4,7 +4,7 @@ This package imports nothing else of ours. The database is deferred (`database.i
 start) so that tests, the CLI and the daemon open whichever file they are given.
 """
 
-from db.connection import close_database, database, open_database
+from db.connection import close_database, database, open_database, truncate_wal
 from db.lookups import grant_by_id, install_by_id, install_or_none
 from db.migrations import SCHEMA_VERSION, migrate, refresh_statistics, schema_version
 from db.models import (
@@ -47,4 +47,5 @@ __all__ = [
     "open_database",
     "refresh_statistics",
     "schema_version",
+    "truncate_wal",
 ]

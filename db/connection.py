@@ -26,6 +26,9 @@ PRAGMAS = (
     ("synchronous", "full"),
     ("foreign_keys", 1),
     ("busy_timeout", 10_000),
+    # Deleted and overwritten text is zeroed, not left in free space: erased personal data
+    # must not be readable in the file (README, "Privacy and retention").
+    ("secure_delete", 1),
 )
 _WRITE_LOCKS = ("IMMEDIATE", "EXCLUSIVE")
 
@@ -98,6 +101,13 @@ def open_database(path: str, *, create: bool = True) -> PooledSqliteDatabase:
     close_database()
     database.init(path)
     return database
+
+
+def truncate_wal() -> bool:
+    """Copy the WAL into the database and empty it, so that text erased since the last
+    checkpoint lingers nowhere; False when a reader kept it from finishing (try again)."""
+    busy, _, _ = database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return not busy
 
 
 def close_database() -> None:

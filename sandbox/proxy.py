@@ -354,6 +354,10 @@ class World:
                 i for i, p in self.persons.items() if _email_key(p.email) == key
             ]
 
+    def remove_person(self, person: Person) -> None:
+        del self.persons[person.id]
+        self._ids_by_email[_email_key(person.email)].remove(person.id)
+
     def persons_with_email(self, email: str) -> list[Person]:
         """The persons whose email matches case-insensitively, in the order of ``persons``."""
         return [self.persons[i] for i in self._ids_by_email.get(_email_key(email), ())]
@@ -576,6 +580,29 @@ def remove_from_group(world: World, call: Call) -> dict:
     return {}
 
 
+def delete_person(world: World, call: Call) -> dict:
+    person = world.person(call.site, call.params["person_id"])
+    world.remove_person(person)
+    return {}
+
+
+def change_person(world: World, call: Call) -> dict:
+    """PATCH: the fields given replace the person's (`photo: null` removes the photo)."""
+    person, body = world.person(call.site, call.params["person_id"]), call.body
+    _require_keys(body, set(), {"name", "email", "photo", "details"}, "body")
+    for key in ("name", "email"):
+        if key in body:
+            _require_str(body[key], f"body.{key}")
+    if "photo" in body and body["photo"] is not None:
+        _require_str(body["photo"], "body.photo", max_chars=MAX_PHOTO_CHARS)
+    details = body.get("details", person.details)
+    if not isinstance(details, dict) or not all(isinstance(v, str) for v in details.values()):
+        raise _invalid("body.details must be an object of strings")
+    changed = Person(**{**person.__dict__, **body, "details": dict(details)})
+    world.add_person(changed)  # re-indexes a changed email
+    return changed.view(world.now())
+
+
 def resend_invite(world: World, call: Call) -> dict:
     world.person(call.site, call.params["person_id"]).resends += 1
     return {}
@@ -623,6 +650,8 @@ ROUTES = (
     Route("GET", "/manage/persons", list_persons, optional=_PAGED),
     Route("POST", "/manage/persons/import", import_persons, body=True),
     Route("GET", _PERSON, get_person),
+    Route("DELETE", _PERSON, delete_person),
+    Route("PATCH", _PERSON, change_person, body=True),
     Route("POST", _MEMBERSHIP, add_to_group),
     Route("DELETE", _MEMBERSHIP, remove_from_group),
     Route("POST", rf"{_PERSON}/resend", resend_invite),

@@ -126,6 +126,8 @@ def install(app: Bottle, ctx: Context) -> None:
                 health=health,
                 scheduler_next_due=ctx.scheduler_next_due(),
                 secrets=ctx.config.secrets(),
+                retention_days=ctx.config.retention_days,
+                retention_runs=ctx.retention_runs(),
             )
 
     def status_html():

@@ -298,7 +298,9 @@ def render_status(facts: dict) -> str:
 def _status(args, cfg) -> int:
     # The database's checks only: the scheduler's live in the daemon (its /healthz).
     health = Health(cfg.overdue_seconds, Masker(cfg.secrets())).check()
-    facts = status_report.gather(now_epoch(), health=health, secrets=cfg.secrets())
+    facts = status_report.gather(
+        now_epoch(), health=health, secrets=cfg.secrets(), retention_days=cfg.retention_days
+    )
     if args.json:
         print(json.dumps(facts, indent=2, ensure_ascii=False))
     else:

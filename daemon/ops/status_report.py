@@ -13,7 +13,7 @@ from peewee import JOIN, SQL, fn
 
 import db
 from daemon import __version__
-from daemon.access import outbox
+from daemon.access import outbox, retention
 from daemon.access.outbox import FLAG_AFTER_ATTEMPTS
 from daemon.access.watchlist import count as watchlist_size
 from daemon.health import Verdict
@@ -180,6 +180,8 @@ def gather(
     scheduler_next_due: int | None = None,
     secrets=(),
     limit: int = LIST_LIMIT,
+    retention_days: int | None = None,
+    retention_runs=None,
 ) -> dict:
     """Every fact of the status page as JSON-ready data; call with a connection open.
 
@@ -305,7 +307,18 @@ def gather(
         "quarantined": [_quarantined(row, zones, mask) for row in quarantined],
         "verifications": [_verification(row, zones, mask) for row in verifications],
         "watchlist": {"size": counts["watchlist"]},
+        "retention": _retention(retention_days, retention_runs, mask, home),
     }
+
+
+def _retention(days: int | None, runs, mask, home: str) -> dict | None:
+    """The setting in words and, in the daemon, how its passes went (scheduler.Runs)."""
+    facts = retention.describe(days)
+    if facts is not None and runs is not None:
+        facts["last_pass_at"] = moment(runs.last_success_at, home)
+        facts["last_failure_at"] = moment(runs.last_failure_at, home)
+        facts["last_error"] = mask(runs.last_error) if runs.failing else None
+    return facts
 
 
 def _quarantined(row: Event, zones: dict, mask) -> dict:

@@ -288,15 +288,50 @@ class ProxyClient:
                 )
 
     def _person_exists(self, person_id, email) -> bool:
-        if email:
-            found = self.find_person_by_email(email)
-            return found is not None and found.get("id") == person_id
+        if email:  # every person with the email: twins share it
+            return any(p.get("id") == person_id for p in self.find_persons_by_email(email))
         return self.get_person(person_id) is not None
 
     def resend_invite(self, person_id) -> None:
         """Ask Proxy to email the person the app invitation again (never sent twice by us)."""
         path = "/manage/persons/{id}/resend"
         self._request("POST", path, id=person_id, params=self._scope(), policy=UNSAFE)
+
+    def delete_person(self, person_id, email) -> str:
+        """Remove the person from Proxy: "deleted", "gone" (Proxy no longer has it) or
+        "missing" (the tenant lacks this assumed endpoint: learnt once per org).
+
+        As for group removals, a 404 means the endpoint is missing only when the person,
+        looked up by `email` (the documented call), still exists; a 405 always does.
+        """
+        return self._remove_or_learn("DELETE", person_id, email)
+
+    def anonymise_person(self, person_id, email, *, name, placeholder_email, details) -> str:
+        """Overwrite the person's name, email, photo and details where Proxy cannot delete:
+        "anonymised", "gone" or "missing" (as for `delete_person`)."""
+        body = {"name": name, "email": placeholder_email, "photo": None, "details": details}
+        return self._remove_or_learn("PATCH", person_id, email, body)
+
+    def _remove_or_learn(self, method, person_id, email, body=None) -> str:
+        path = "/manage/persons/{id}"
+        endpoint = f"{method} {path}"
+        if endpoint in self._missing_endpoints:
+            return "missing"
+        try:
+            self._request(
+                method, path, id=person_id, params=self._scope(), json_body=body,
+                policy=IDEMPOTENT,
+            )  # fmt: skip
+            return "deleted" if method == "DELETE" else "anonymised"
+        except ProxyError as error:
+            if error.status not in (404, 405):
+                raise
+            if error.status == 404 and not self._person_exists(person_id, email):
+                return "gone"
+        if endpoint not in self._missing_endpoints:
+            self._missing_endpoints.add(endpoint)
+            logger.warning("Proxy org %s has no %s endpoint", self.org_id, endpoint)
+        return "missing"
 
     def schedule_status(self, person_id, status, at=None) -> dict:
         """Schedule "active" or "suspended" at `at` (UTC epoch on our clock; None = now).

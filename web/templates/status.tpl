@@ -77,6 +77,14 @@ code { font-size: .95em; }
 <dt>Failing actions</dt><dd class="{{'bad' if facts['counts']['actions_failing'] else ''}}">{{facts['counts']['actions_failing']}} (≥ {{facts['actions']['flag_after_attempts']}} attempts)</dd>
 <dt>Dead actions</dt><dd class="{{'bad' if facts['counts']['actions_dead'] else ''}}">{{facts['counts']['actions_dead']}}</dd>
 <dt>Watchlist</dt><dd>{{facts['watchlist']['size']}} entries</dd>
+% if facts['retention'] is not None:
+<dt>Personal data</dt><dd>{{facts['retention']['summary']}}</dd>
+% if facts['retention'].get('last_error'):
+<dt>Retention pass</dt><dd class="bad">FAILING (last at {{when(facts['retention']['last_failure_at'])}}): {{facts['retention']['last_error']}}</dd>
+% elif 'last_pass_at' in facts['retention']:
+<dt>Last retention pass</dt><dd>{{when(facts['retention']['last_pass_at'])}}</dd>
+% end
+% end
 </dl>
 
 <h2>Installs ({{facts['counts']['installs']}})</h2>
