@@ -25,14 +25,38 @@ def now_epoch() -> int:
     return int(time.time())
 
 
+class Unreadable:
+    """A stored JSON text that does not parse (a damaged row).
+
+    Loading the row still works, so one damaged row never stops a query over many (the
+    outbox's claim, the status page); only the work that uses the value fails, on its own and
+    with its error shown. Written back unchanged, so the evidence stays for an admin."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"Unreadable({self.text[:40]!r})"
+
+
 class JSONField(TextField):
-    """A JSON document kept as text; `None` stays NULL."""
+    """A JSON document kept as text; `None` stays NULL; a text that is not JSON loads as
+    `Unreadable`."""
 
     def db_value(self, value):
+        if isinstance(value, Unreadable):
+            return value.text
         return None if value is None else json.dumps(value, sort_keys=True)
 
     def python_value(self, value):
-        return None if value is None else json.loads(value)
+        if value is None:
+            return None
+        try:
+            return json.loads(value)
+        except ValueError:
+            return Unreadable(value)
 
 
 class GrantState(enum.StrEnum):

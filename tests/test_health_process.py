@@ -18,12 +18,17 @@ from tests.fixtures.daemon_process import CLIENT_SECRET, prepare_install
 
 
 def _poison(path) -> int:
-    """A due action whose payload is not JSON: claiming it raises, so every run fails."""
+    """A due action that the database refuses to claim (as a damaged index page would):
+    every run fails, while webhooks, which only insert, are still stored."""
     now = int(time.time())
     with sqlite3.connect(path) as connection:
+        connection.execute(
+            "CREATE TRIGGER damaged BEFORE UPDATE OF claimed_until ON action"
+            " BEGIN SELECT RAISE(ABORT, 'database disk image is malformed'); END"
+        )
         return connection.execute(
             "INSERT INTO action (install_id, kind, payload, due_at, next_attempt_at, attempts,"
-            " done, created_at) VALUES ('install-1', 'job_update', '{not json', ?, ?, 0, 0, ?)",
+            " done, created_at) VALUES ('install-1', 'job_update', '{}', ?, ?, 0, 0, ?)",
             (now - 60, now - 60, now),
         ).lastrowid
 
@@ -120,7 +125,8 @@ def _serves_unhealthy_and_recovers(start_daemon, proxy_sandbox, path, poison, sy
     assert _healthz_until(daemon, 503)["reasons"][0].startswith("the last run of due work failed")
     # The admin removes the cause; the next sweep succeeds and the daemon says so.
     with sqlite3.connect(path) as connection:
-        connection.execute("UPDATE action SET payload = '{}', done = 1 WHERE id = ?", (poison,))
+        connection.execute("DROP TRIGGER damaged")
+        connection.execute("UPDATE action SET done = 1 WHERE id = ?", (poison,))
     assert _healthz_until(daemon, 200)["status"] == "ok"
     assert _pings(systemd.messages(2.0)) >= 2, "healthy again: the pings resume"
     daemon.process.send_signal(signal.SIGTERM)

@@ -137,3 +137,31 @@ def test_no_issue_is_claimed_while_an_ending_waits(database, kinds, room):
     left = [a.kind for a in db.Action.select().where(db.Action.claimed_until.is_null())]
     if "revoke" in left:
         assert all(a.kind == "revoke" for a in claimed)
+
+
+def test_a_damaged_row_fails_its_own_work_only(daemon):
+    """A stored JSON text that no longer parses (a damaged page, a hand edit) once made every
+    claim of due work raise: no ending ran for anyone. Now the damaged action fails alone,
+    shown with its error, and the other visitor's sign-out still reaches Proxy."""
+    daemon.install()
+    assert daemon.deliver(_entry(daemon, "e-1", "ada@example.com")).status_code == 200
+    bob = _entry(daemon, "e-2", "bob@example.com")
+    assert daemon.send(bob).status_code == 202  # its issue is due, not yet run
+    with db.database.connection_context():
+        [bobs] = [g for g in db.Grant.select() if g.email == "bob@example.com"]
+        db.database.execute_sql(
+            'UPDATE "grant" SET group_ids = \'["grp-vis\' WHERE id = ?', (bobs.id,)
+        )
+        db.database.execute_sql(
+            "UPDATE action SET payload = '{not json' WHERE grant_id = ? AND kind = 'issue'",
+            (bobs.id,),
+        )
+    signed_out = daemon.deliver(_entry(daemon, "e-1", "ada@example.com", "entry_sign_out",
+                                       signed_out_at=time.time()))  # fmt: skip
+    assert signed_out.status_code == 200
+    assert daemon.persons("ada@example.com")[0]["tags"] == []
+    with db.database.connection_context():
+        damaged = list(db.Action.select().where(db.Action.grant == bobs.id))
+        assert all(a.last_error for a in damaged if a.kind == "issue"), "its own error, shown"
+        assert db.Action.get_by_id(damaged[0].id).payload.text == "{not json", "kept as it was"
+    assert daemon.persons("bob@example.com") == []
