@@ -312,6 +312,8 @@ class Call(NamedTuple):
     method: str
     path: str
     user_agent: str
+    accept: str = ""
+    content_type: str = ""
 
 
 @dataclass
@@ -332,10 +334,16 @@ def _json_error(status: int, title: str, **headers) -> bottle.HTTPResponse:
     )
 
 
+# Envoy's APIs take JSON:API bodies (what its SDK sends) as well as plain JSON.
+JSON_TYPES = ("application/json", "application/vnd.api+json")
+
+
 def _json_body() -> dict:
+    """The request's JSON object (Bottle's `request.json` knows application/json only)."""
+    content_type = bottle.request.content_type.split(";")[0].strip().lower()
     try:
-        body = bottle.request.json
-    except bottle.HTTPError:
+        body = json.loads(bottle.request.body.read()) if content_type in JSON_TYPES else None
+    except ValueError:
         body = None
     if not isinstance(body, dict):
         raise _json_error(400, "expected a JSON object body")
@@ -559,7 +567,9 @@ class EnvoySimulator:
 
         def wrapper(*args, **kwargs):
             request = bottle.request
-            call = Call(request.method, request.path, request.headers.get("User-Agent", ""))
+            header = request.headers.get
+            call = Call(request.method, request.path, header("User-Agent", ""),
+                        header("Accept", ""), header("Content-Type", ""))  # fmt: skip
             with self._lock:
                 self.calls.append(call)
             fault = self._take_fault(request.path)

@@ -304,6 +304,22 @@ def test_job_updates_are_recorded_per_job_in_order(envoy_sim):
     assert envoy_sim.jobs["job-2"] == [{"status": "ignored", "status_message": "ignored"}]
 
 
+def test_job_updates_are_taken_as_json_api_as_envoy_takes_them(envoy_sim):
+    headers = {
+        "Authorization": f"Bearer {_plugin_token(envoy_sim)}",
+        "Content-Type": "application/vnd.api+json",
+    }
+    answer = requests.patch(
+        f"{envoy_sim.url}{PLUGIN_API}/jobs/job-1",
+        data=json.dumps({"status": "done"}),
+        headers=headers,
+        timeout=5,
+    )
+    assert answer.status_code == 204
+    assert envoy_sim.jobs["job-1"] == [{"status": "done"}]
+    assert envoy_sim.calls[-1].content_type == "application/vnd.api+json"
+
+
 def test_job_update_with_an_unknown_status_is_refused(envoy_sim):
     headers = {"Authorization": f"Bearer {_plugin_token(envoy_sim)}"}
     answer = requests.patch(
