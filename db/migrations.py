@@ -207,6 +207,14 @@ STEPS.append(
     )
 )
 
+STEPS.append(
+    (
+        12,
+        "grants held while their entry awaits approval",
+        ['ALTER TABLE "grant" ADD COLUMN on_hold INTEGER NOT NULL DEFAULT 0'],
+    )
+)
+
 SCHEMA_VERSION = STEPS[-1][0]
 
 

@@ -42,6 +42,8 @@ MAX_PAGE_LIMIT = 100
 ENTRY_EVENTS = (
     "entry_sign_in",
     "entry_sign_out",
+    "entry_blacklist_review",
+    "entry_blacklist_deny",
     "employee_entry_sign_in",
     "employee_entry_sign_out",
 )
@@ -204,11 +206,15 @@ def entry_event(
     host: str | None = None,
     host_email: str | None = None,
     user_data: list | None = None,
+    approval_status: str | dict | None = None,
     location_id="loc-1",
     numeric_ids: bool = False,
     **meta_kwargs,
 ) -> dict:
-    """An entry event body; `meta_kwargs` go to `meta()` (install_id, config, job_id…)."""
+    """An entry event body; `meta_kwargs` go to `meta()` (install_id, config, job_id…).
+
+    `approval_status`: the entry's `approval-status`, a status word ("approved", "pending",
+    "denied"…) or the whole object; absent when None, as on entries nobody screened."""
     attributes = {
         "full-name": full_name,
         "email": email,
@@ -223,6 +229,14 @@ def entry_event(
         "private-notes": None,
         "user-data": list(user_data or []),
     }
+    if isinstance(approval_status, str):
+        approval_status = {
+            "status": approval_status,
+            "auto-approved": False,
+            "report": [],
+        }
+    if approval_status is not None:
+        attributes["approval-status"] = approval_status
     related = {"invite": invite_id, "employee": employee_id, "location": location_id}
     return _resource_event(
         event, "entries", entry_id, attributes, flow_id, related, numeric_ids, meta_kwargs
@@ -768,6 +782,7 @@ def _event_body(args: argparse.Namespace) -> dict:
         signed_in_at=args.signed_in_at or datetime.now(UTC),
         signed_out_at=datetime.now(UTC) if signing_out else None,
         employee_screening=args.event.startswith("employee_"),
+        approval_status=args.approval_status,
         **common,
     )
 
@@ -838,6 +853,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     event.add_argument(
         "--signed-in-at", type=_instant, help="entry's sign-in time, ISO 8601 (default now)"
+    )
+    event.add_argument(
+        "--approval-status", help="entry's approval-status word (approved, pending, denied…)"
     )
     event.add_argument("--install-id", default="install-1")
     event.add_argument("--location-id", default="loc-1")

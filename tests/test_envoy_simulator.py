@@ -193,6 +193,24 @@ def test_employee_entry_marks_the_screening_flow():
     assert attributes["flow-name"] == "Employee registration"
 
 
+def test_entries_carry_an_approval_status_and_block_list_events_when_asked():
+    assert "approval-status" not in _entry()["payload"]["attributes"]
+    body = _entry(event="entry_blacklist_review", approval_status="pending")
+    assert body["meta"]["event"] == "entry_blacklist_review"
+    status = body["payload"]["attributes"]["approval-status"]
+    assert status == {"status": "pending", "auto-approved": False, "report": []}
+
+
+def test_the_cli_sends_block_list_events_with_an_approval_status():
+    args = envoy.build_parser().parse_args(
+        ["event", "entry_blacklist_deny", "--name", "Eve", "--flow", "f-1",
+         "--approval-status", "denied"]
+    )  # fmt: skip
+    body = envoy._event_body(args)
+    assert body["meta"]["event"] == "entry_blacklist_deny"
+    assert body["payload"]["attributes"]["approval-status"]["status"] == "denied"
+
+
 def test_invite_event_has_iso_arrival_and_invite_attributes():
     body = invite_event(
         "invite_updated",

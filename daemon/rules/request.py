@@ -1,8 +1,9 @@
 """What the daemon reads from an Envoy request body, normalised once at the edge.
 
 IDs may arrive as numbers or strings (normalised to str); the time zone may sit under
-`timezone` or `time-zone`, of the location or else of `meta.zone`; events carry the install's config in `config` (older bodies also
-carry a stale copy as `env`, which we ignore).
+`timezone` or `time-zone`, of the location or else of `meta.zone`; events carry the
+install's config in `config` (older bodies also carry a stale copy as `env`, which we
+ignore).
 """
 
 import re
