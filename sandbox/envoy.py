@@ -4,7 +4,7 @@ It builds Envoy-shaped bodies (ENVOY_PROTOCOL.md §2-3), signs and sends them to
 serves a fake Envoy plugin API (token, jobs, purpose, install config) and user API (flows,
 employees) on a real HTTP server, recording what the daemon did and injecting faults on demand.
 
-    python -m sandbox.envoy --daemon http://127.0.0.1:8080 --secret S \
+    ENVOY_CLIENT_SECRET=S python -m sandbox.envoy --daemon http://127.0.0.1:8080 \
         event entry_sign_in --name "Ada" --email ada@example.com --flow FLOW
     python -m sandbox.envoy serve --listen 127.0.0.1:8090
 """
@@ -788,6 +788,9 @@ def _event_body(args: argparse.Namespace) -> dict:
 
 
 def _send_event(args: argparse.Namespace) -> int:
+    if args.secret:
+        print("warning: --secret is visible to every local user (ps); prefer "
+              "ENVOY_CLIENT_SECRET in the environment", file=sys.stderr)  # fmt: skip
     secret = args.secret or os.environ.get("ENVOY_CLIENT_SECRET")
     if not secret:
         print("no secret: pass --secret or set ENVOY_CLIENT_SECRET", file=sys.stderr)
@@ -827,7 +830,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _add_shared_options(parser: argparse.ArgumentParser, default=None) -> None:
     parser.add_argument("--daemon", default=default, help="daemon base URL")
     parser.add_argument(
-        "--secret", default=default, help="Envoy client secret (default $ENVOY_CLIENT_SECRET)"
+        "--secret",
+        default=default,
+        help="Envoy client secret (default $ENVOY_CLIENT_SECRET, which `ps` does not show)",
     )
 
 

@@ -491,7 +491,9 @@ def test_cli_event_signs_sends_and_prints_the_answer(daemon_stub, capsys):
     argv += ["--flow", "flow-visitor", "--arrival", "2024-05-01T09:30:00-04:00"]
     argv += ["--config-json", '{"invite_required": true}']
     assert envoy.main(argv) == 0
-    assert capsys.readouterr().out.splitlines()[0] == "200"
+    printed = capsys.readouterr()
+    assert printed.out.splitlines()[0] == "200"
+    assert "--secret is visible to every local user" in printed.err
     _path, headers, raw = received[0]
     assert headers["X-Envoy-Signature"] == sign("S", raw)
     body = json.loads(raw)
@@ -499,11 +501,12 @@ def test_cli_event_signs_sends_and_prints_the_answer(daemon_stub, capsys):
     assert body["payload"]["attributes"]["expected-arrival-time"] == "2024-05-01T13:30:00.000Z"
 
 
-def test_cli_event_reads_the_secret_from_the_environment(daemon_stub, monkeypatch):
+def test_cli_event_reads_the_secret_from_the_environment(daemon_stub, monkeypatch, capsys):
     url, received = daemon_stub
     monkeypatch.setenv("ENVOY_CLIENT_SECRET", "from-env")
     argv = ["event", "entry_sign_out", "--name", "Ada", "--flow", "f", "--entry-id", "19"]
     assert envoy.main([*argv, "--daemon", url]) == 0
+    assert "warning" not in capsys.readouterr().err
     _path, headers, raw = received[0]
     assert headers["X-Envoy-Signature"] == sign("from-env", raw)
     assert json.loads(raw)["payload"]["attributes"]["signed-out-at"] is not None
