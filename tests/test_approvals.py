@@ -9,11 +9,9 @@ import time_machine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import db
 from daemon.rules.policy import DENIED, HELD, Close, Ignore, Open, plan_visitor
 from daemon.rules.settings import Settings
 from daemon.rules.visits import Visit, approval_of
-from sandbox.proxy import DEFAULT_SEED
 
 FLOW = "flow-visitor"
 GROUP = "visitor-lobby"
@@ -172,15 +170,6 @@ EVENTS = {"review": "entry_blacklist_review", "deny": "entry_blacklist_deny",
           "sign_out": "entry_sign_out", "sign_in": "entry_sign_in"}  # fmt: skip
 
 
-def _fresh(daemon) -> None:
-    daemon.proxy.reset()
-    daemon.proxy.seed(DEFAULT_SEED)
-    with db.database.connection_context(), db.database.atomic():
-        for model in (db.JobWait, db.Action, db.Event, db.Grant, db.Install):
-            model.delete().execute()
-    daemon.install(early_access_minutes=30)
-
-
 def _send(daemon, step: tuple, now: float) -> None:
     kind = step[0]
     if kind.startswith("invite"):
@@ -209,7 +198,8 @@ def _send(daemon, step: tuple, now: float) -> None:
 )
 @given(steps=steps)
 def test_an_entry_never_shown_approved_or_denied_never_has_access(daemon, steps):
-    _fresh(daemon)
+    daemon.reset()
+    daemon.install(early_access_minutes=30)
     now = float(START)
     denied = held = ended = False
     for step in steps:
