@@ -90,10 +90,10 @@ def source_address() -> str:
     return request.environ.get("REMOTE_ADDR") or "-"
 
 
-def install(app: Bottle, ctx: Context, throttle: LoginThrottle | None = None) -> None:
+def install(app: Bottle, ctx: Context) -> None:
     template = SimpleTemplate(name="status", lookup=[TEMPLATES])
     warn_once = _Once()
-    throttle = throttle or LoginThrottle()
+    throttle = LoginThrottle()
 
     def check(as_json: bool) -> HTTPResponse | None:
         password = ctx.config.admin_password  # read each time: a test may swap the config
