@@ -5,9 +5,14 @@ them). The CLI flags, `--help`, validation and the README's table all derive fro
 """
 
 import argparse
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
+
+from daemon.rules.settings import as_bool
+
+log = logging.getLogger("envoy_proxy.config")
 
 
 class ConfigError(ValueError):
@@ -126,6 +131,14 @@ OPTIONS: tuple[Option, ...] = (
         "Address of the reverse proxy whose X-Forwarded-* headers are trusted.",
     ),
     Option("log_level", "ENVOY_PROXY_LOG_LEVEL", "INFO", "Log level (DEBUG, INFO, WARNING)."),
+    Option(
+        "metrics_login",
+        "ENVOY_PROXY_METRICS_LOGIN",
+        False,
+        "Whether /metrics asks for the status page's login (user 'admin'); off, it is open:"
+        " keep it local through the reverse proxy.",
+        type=bool,
+    ),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
@@ -160,18 +173,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per option; a flag overrides its environment variable."""
     for option in OPTIONS:
         shown_default = "(unset)" if option.secret else repr(option.default)
+        visible = (
+            " Prefer the environment: every local user sees flags (ps)." if option.secret else ""
+        )
         parser.add_argument(
             option.flag,
             dest=option.name,
             default=None,
             metavar=option.type.__name__.upper(),
-            help=f"{option.help} Env {option.env}; default {shown_default}.",
+            help=f"{option.help} Env {option.env}; default {shown_default}.{visible}",
         )
 
 
 def _convert(option: Option, raw: Any) -> Any:
     if option.type is str:
         return str(raw).strip()
+    if option.type is bool:
+        value = as_bool(raw, default=None)
+        if value is None:
+            raise ConfigError(f"{option.env} / {option.flag}: expected true or false, got {raw!r}")
+        return value
     try:
         value = option.type(raw)
     except (TypeError, ValueError):
@@ -191,6 +212,13 @@ def load(args: argparse.Namespace | None = None, environ=None, *, require=True) 
     values = {}
     for option in OPTIONS:
         raw = getattr(args, option.name, None) if args is not None else None
+        if raw is not None and option.secret:
+            log.warning(
+                "%s was given on the command line, where every local user can read it (ps, "
+                "/proc); set %s in the environment file (0600) instead",
+                option.flag,
+                option.env,
+            )
         if raw is None:
             raw = environ.get(option.env)
         if raw is None or raw == "":

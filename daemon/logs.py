@@ -4,11 +4,15 @@ One line per record, written to standard error by the thread that logs, as it lo
 stores each line as it arrives, and nothing is lost or late if the process dies. Under systemd
 (`JOURNAL_STREAM` set) lines carry no timestamp of their own: journald adds one. Every
 formatted line, traceback included, passes the secret masker, as a last line of defence
-behind code that never logs secrets in the first place.
+behind code that never logs secrets in the first place. Tracebacks that Python would print
+to standard error itself (an uncaught exception, in the main thread or another) are logged
+instead, so they pass it too.
 """
 
 import logging
 import os
+import sys
+import threading
 
 from daemon.masking import Masker
 
@@ -43,3 +47,20 @@ def setup_logging(level: str = "INFO", secrets=(), stream=None) -> None:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     # urllib3 logs whole URLs at DEBUG, and Proxy lookups carry a visitor's email in the query.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+
+
+_crashes = logging.getLogger("envoy_proxy.crash")
+
+
+def _log_uncaught(kind, error, traceback) -> None:
+    _crashes.critical("uncaught %s", kind.__name__, exc_info=(kind, error, traceback))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return  # as Python's own hook: a thread's normal way out
+    name = args.thread.name if args.thread else "?"
+    exc_info = (args.exc_type, args.exc_value, args.exc_traceback)
+    _crashes.error("thread %s died: %s", name, args.exc_type.__name__, exc_info=exc_info)

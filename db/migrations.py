@@ -258,6 +258,14 @@ STEPS.append(
     )
 )
 
+STEPS.append(
+    (
+        13,
+        "grants held while their entry awaits approval",
+        ['ALTER TABLE "grant" ADD COLUMN on_hold INTEGER NOT NULL DEFAULT 0'],
+    )
+)
+
 SCHEMA_VERSION = STEPS[-1][0]
 
 

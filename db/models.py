@@ -173,6 +173,9 @@ class Grant(BaseModel):
     state = CharField(default="pending", index=True)
     version = IntegerField(default=0)
     job_id = CharField(null=True)  # the Envoy job to update when the outcome is known
+    # Closed while its entry awaits approval in Envoy: only an event showing it approved
+    # opens the subject again (daemon/rules/policy.py, `Close.hold`).
+    on_hold = BooleanField(default=False)
     last_error = TextField(null=True)
     created_at = IntegerField(default=now_epoch)
     updated_at = IntegerField(default=now_epoch)

@@ -4,7 +4,7 @@ It builds Envoy-shaped bodies (ENVOY_PROTOCOL.md §2-3), signs and sends them to
 serves a fake Envoy plugin API (token, jobs, purpose, install config) and user API (flows,
 employees) on a real HTTP server, recording what the daemon did and injecting faults on demand.
 
-    python -m sandbox.envoy --daemon http://127.0.0.1:8080 --secret S \
+    ENVOY_CLIENT_SECRET=S python -m sandbox.envoy --daemon http://127.0.0.1:8080 \
         event entry_sign_in --name "Ada" --email ada@example.com --flow FLOW
     python -m sandbox.envoy serve --listen 127.0.0.1:8090
 """
@@ -42,6 +42,8 @@ MAX_PAGE_LIMIT = 100
 ENTRY_EVENTS = (
     "entry_sign_in",
     "entry_sign_out",
+    "entry_blacklist_review",
+    "entry_blacklist_deny",
     "employee_entry_sign_in",
     "employee_entry_sign_out",
 )
@@ -205,11 +207,15 @@ def entry_event(
     host: str | None = None,
     host_email: str | None = None,
     user_data: list | None = None,
+    approval_status: str | dict | None = None,
     location_id="loc-1",
     numeric_ids: bool = False,
     **meta_kwargs,
 ) -> dict:
-    """An entry event body; `meta_kwargs` go to `meta()` (install_id, config, job_id…)."""
+    """An entry event body; `meta_kwargs` go to `meta()` (install_id, config, job_id…).
+
+    `approval_status`: the entry's `approval-status`, a status word ("approved", "pending",
+    "denied"…) or the whole object; absent when None, as on entries nobody screened."""
     attributes = {
         "full-name": full_name,
         "email": email,
@@ -224,6 +230,14 @@ def entry_event(
         "private-notes": None,
         "user-data": list(user_data or []),
     }
+    if isinstance(approval_status, str):
+        approval_status = {
+            "status": approval_status,
+            "auto-approved": False,
+            "report": [],
+        }
+    if approval_status is not None:
+        attributes["approval-status"] = approval_status
     related = {"invite": invite_id, "employee": employee_id, "location": location_id}
     return _resource_event(
         event, "entries", entry_id, attributes, flow_id, related, numeric_ids, meta_kwargs
@@ -319,6 +333,8 @@ class Call(NamedTuple):
     method: str
     path: str
     user_agent: str
+    accept: str = ""
+    content_type: str = ""
 
 
 @dataclass
@@ -339,10 +355,16 @@ def _json_error(status: int, title: str, **headers) -> bottle.HTTPResponse:
     )
 
 
+# Envoy's APIs take JSON:API bodies (what its SDK sends) as well as plain JSON.
+JSON_TYPES = ("application/json", "application/vnd.api+json")
+
+
 def _json_body() -> dict:
+    """The request's JSON object (Bottle's `request.json` knows application/json only)."""
+    content_type = bottle.request.content_type.split(";")[0].strip().lower()
     try:
-        body = bottle.request.json
-    except bottle.HTTPError:
+        body = json.loads(bottle.request.body.read()) if content_type in JSON_TYPES else None
+    except ValueError:
         body = None
     if not isinstance(body, dict):
         raise _json_error(400, "expected a JSON object body")
@@ -566,7 +588,9 @@ class EnvoySimulator:
 
         def wrapper(*args, **kwargs):
             request = bottle.request
-            call = Call(request.method, request.path, request.headers.get("User-Agent", ""))
+            header = request.headers.get
+            call = Call(request.method, request.path, header("User-Agent", ""),
+                        header("Accept", ""), header("Content-Type", ""))  # fmt: skip
             with self._lock:
                 self.calls.append(call)
             fault = self._take_fault(request.path)
@@ -767,11 +791,15 @@ def _event_body(args: argparse.Namespace) -> dict:
         signed_in_at=args.signed_in_at or datetime.now(UTC),
         signed_out_at=datetime.now(UTC) if signing_out else None,
         employee_screening=args.event.startswith("employee_"),
+        approval_status=args.approval_status,
         **common,
     )
 
 
 def _send_event(args: argparse.Namespace) -> int:
+    if args.secret:
+        print("warning: --secret is visible to every local user (ps); prefer "
+              "ENVOY_CLIENT_SECRET in the environment", file=sys.stderr)  # fmt: skip
     secret = args.secret or os.environ.get("ENVOY_CLIENT_SECRET")
     if not secret:
         print("no secret: pass --secret or set ENVOY_CLIENT_SECRET", file=sys.stderr)
@@ -811,7 +839,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _add_shared_options(parser: argparse.ArgumentParser, default=None) -> None:
     parser.add_argument("--daemon", default=default, help="daemon base URL")
     parser.add_argument(
-        "--secret", default=default, help="Envoy client secret (default $ENVOY_CLIENT_SECRET)"
+        "--secret",
+        default=default,
+        help="Envoy client secret (default $ENVOY_CLIENT_SECRET, which `ps` does not show)",
     )
 
 
@@ -837,6 +867,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     event.add_argument(
         "--signed-in-at", type=_instant, help="entry's sign-in time, ISO 8601 (default now)"
+    )
+    event.add_argument(
+        "--approval-status", help="entry's approval-status word (approved, pending, denied…)"
     )
     event.add_argument("--install-id", default="install-1")
     event.add_argument("--location-id", default="loc-1")

@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import db
-from sandbox.proxy import DEFAULT_SEED
 
 FLOW = "flow-visitor"
 EMAILS = ("ada@example.com", "erin@example.com")  # erin is an employee Proxy already has
@@ -39,12 +38,8 @@ visits = st.lists(
 
 
 def _fresh(daemon) -> None:
-    """A new world for each example: the sandbox reseeded, the database emptied."""
-    daemon.proxy.reset()
-    daemon.proxy.seed(DEFAULT_SEED)
-    with db.database.connection_context(), db.database.atomic():
-        for model in (db.Action, db.Event, db.Grant, db.Install):
-            model.delete().execute()
+    """A new world for each example, with both installs."""
+    daemon.reset()
     for install_id in INSTALLS:
         daemon.install_id = install_id
         daemon.install()

@@ -77,3 +77,33 @@ def test_readme_configuration_table_matches_the_schema():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     table = readme.split("<!-- config-table:start -->")[1].split("<!-- config-table:end -->")[0]
     assert table.strip() == config.markdown_table()
+
+
+@pytest.mark.parametrize("flag", ["--client-secret", "--admin-password"])
+def test_a_secret_given_as_a_flag_is_warned_about_never_shown(flag, caplog):
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    args = parser.parse_args([flag, "flag-secret-123"])
+    cfg = config.load(args, {"ENVOY_CLIENT_SECRET": "env-secret"})
+    assert "flag-secret-123" in cfg.secrets()
+    [warning] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert flag in warning.getMessage() and "environment" in warning.getMessage()
+    assert "flag-secret-123" not in caplog.text
+
+
+def test_secrets_from_the_environment_draw_no_warning(caplog):
+    config.load(None, {"ENVOY_CLIENT_SECRET": "env-secret", "ENVOY_PROXY_ADMIN_PASSWORD": "pw"})
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"), [("", False), ("true", True), ("0", False), ("on", True)]
+)
+def test_metrics_login_is_a_switch(raw, value):
+    environ = {"ENVOY_CLIENT_SECRET": "s", "ENVOY_PROXY_METRICS_LOGIN": raw}
+    assert config.load(None, environ).metrics_login is value
+
+
+def test_a_switch_that_is_neither_on_nor_off_is_refused():
+    with pytest.raises(config.ConfigError, match="ENVOY_PROXY_METRICS_LOGIN"):
+        config.load(None, {"ENVOY_CLIENT_SECRET": "s", "ENVOY_PROXY_METRICS_LOGIN": "maybe"})

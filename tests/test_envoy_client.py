@@ -11,7 +11,7 @@ import pytest
 import time_machine
 
 from daemon import __version__
-from daemon.envoy.client import EnvoyError, EnvoyPluginClient, EnvoyUserClient, _flow
+from daemon.envoy.client import JSON_API, EnvoyError, EnvoyPluginClient, EnvoyUserClient, _flow
 from sandbox.envoy import USER_TOKEN, route_body
 from tests.scripted import Answer, scripted
 
@@ -109,6 +109,16 @@ def test_update_job_sends_status_message_and_attachments_omitting_nones(envoy_si
         },
         {"status": "done", "status_message": "Access granted", "attachments": [attachment]},
     ]
+
+
+def test_plugin_and_user_api_calls_speak_json_api_as_envoys_sdk_does(envoy_sim):
+    _plugin(envoy_sim).update_job("job-1", "done")
+    _user(envoy_sim).list_flows("loc-1")
+    token_call, job_call, flows_call = envoy_sim.calls
+    assert (job_call.accept, job_call.content_type) == (JSON_API, JSON_API)
+    assert flows_call.accept == JSON_API
+    assert token_call.content_type == "application/json"  # the token is OAuth, not JSON:API
+    assert envoy_sim.jobs["job-1"] == [{"status": "done"}]
 
 
 def test_update_job_rejects_an_unknown_status_before_calling(envoy_sim):

@@ -193,6 +193,24 @@ def test_employee_entry_marks_the_screening_flow():
     assert attributes["flow-name"] == "Employee registration"
 
 
+def test_entries_carry_an_approval_status_and_block_list_events_when_asked():
+    assert "approval-status" not in _entry()["payload"]["attributes"]
+    body = _entry(event="entry_blacklist_review", approval_status="pending")
+    assert body["meta"]["event"] == "entry_blacklist_review"
+    status = body["payload"]["attributes"]["approval-status"]
+    assert status == {"status": "pending", "auto-approved": False, "report": []}
+
+
+def test_the_cli_sends_block_list_events_with_an_approval_status():
+    args = envoy.build_parser().parse_args(
+        ["event", "entry_blacklist_deny", "--name", "Eve", "--flow", "f-1",
+         "--approval-status", "denied"]
+    )  # fmt: skip
+    body = envoy._event_body(args)
+    assert body["meta"]["event"] == "entry_blacklist_deny"
+    assert body["payload"]["attributes"]["approval-status"]["status"] == "denied"
+
+
 def test_invite_event_has_iso_arrival_and_invite_attributes():
     body = invite_event(
         "invite_updated",
@@ -302,6 +320,22 @@ def test_job_updates_are_recorded_per_job_in_order(envoy_sim):
         assert answer.status_code == 204
     assert [body["status"] for body in envoy_sim.jobs["job-1"]] == ["ongoing", "done"]
     assert envoy_sim.jobs["job-2"] == [{"status": "ignored", "status_message": "ignored"}]
+
+
+def test_job_updates_are_taken_as_json_api_as_envoy_takes_them(envoy_sim):
+    headers = {
+        "Authorization": f"Bearer {_plugin_token(envoy_sim)}",
+        "Content-Type": "application/vnd.api+json",
+    }
+    answer = requests.patch(
+        f"{envoy_sim.url}{PLUGIN_API}/jobs/job-1",
+        data=json.dumps({"status": "done"}),
+        headers=headers,
+        timeout=5,
+    )
+    assert answer.status_code == 204
+    assert envoy_sim.jobs["job-1"] == [{"status": "done"}]
+    assert envoy_sim.calls[-1].content_type == "application/vnd.api+json"
 
 
 def test_job_update_with_an_unknown_status_is_refused(envoy_sim):
@@ -457,7 +491,9 @@ def test_cli_event_signs_sends_and_prints_the_answer(daemon_stub, capsys):
     argv += ["--flow", "flow-visitor", "--arrival", "2024-05-01T09:30:00-04:00"]
     argv += ["--config-json", '{"invite_required": true}']
     assert envoy.main(argv) == 0
-    assert capsys.readouterr().out.splitlines()[0] == "200"
+    printed = capsys.readouterr()
+    assert printed.out.splitlines()[0] == "200"
+    assert "--secret is visible to every local user" in printed.err
     _path, headers, raw = received[0]
     assert headers["X-Envoy-Signature"] == sign("S", raw)
     body = json.loads(raw)
@@ -465,11 +501,12 @@ def test_cli_event_signs_sends_and_prints_the_answer(daemon_stub, capsys):
     assert body["payload"]["attributes"]["expected-arrival-time"] == "2024-05-01T13:30:00.000Z"
 
 
-def test_cli_event_reads_the_secret_from_the_environment(daemon_stub, monkeypatch):
+def test_cli_event_reads_the_secret_from_the_environment(daemon_stub, monkeypatch, capsys):
     url, received = daemon_stub
     monkeypatch.setenv("ENVOY_CLIENT_SECRET", "from-env")
     argv = ["event", "entry_sign_out", "--name", "Ada", "--flow", "f", "--entry-id", "19"]
     assert envoy.main([*argv, "--daemon", url]) == 0
+    assert "warning" not in capsys.readouterr().err
     _path, headers, raw = received[0]
     assert headers["X-Envoy-Signature"] == sign("from-env", raw)
     assert json.loads(raw)["payload"]["attributes"]["signed-out-at"] is not None

@@ -2,6 +2,8 @@
 
 import io
 import logging
+import sys
+import threading
 
 import pytest
 
@@ -12,9 +14,11 @@ from daemon.logs import setup_logging
 def restore_logging():
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    hooks = sys.excepthook, threading.excepthook
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    sys.excepthook, threading.excepthook = hooks
 
 
 def _lines(message: str, *args, secrets=(), exc_info=None) -> list[str]:
@@ -70,3 +74,30 @@ def test_a_traceback_reaches_the_log(restore_logging):
 def test_urllib3_never_logs_urls_even_at_debug(restore_logging):
     setup_logging("DEBUG")
     assert not logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.DEBUG)
+
+
+def _crash_in_a_thread():
+    raise ValueError("Proxy said: bad secret s3cret-value")
+
+
+def test_a_thread_that_dies_is_logged_with_its_traceback_redacted(restore_logging, capfd):
+    stream = io.StringIO()
+    setup_logging("INFO", secrets=["s3cret-value"], stream=stream)
+    thread = threading.Thread(target=_crash_in_a_thread, name="worker-7")
+    thread.start()
+    thread.join()
+    lines = stream.getvalue().splitlines()
+    assert "thread worker-7 died: ValueError" in lines[0]
+    assert lines[-1] == "ValueError: Proxy said: bad secret ***"
+    assert "s3cret-value" not in stream.getvalue() + "".join(capfd.readouterr())
+
+
+def test_an_uncaught_exception_is_logged_redacted_not_printed(restore_logging, capfd):
+    stream = io.StringIO()
+    setup_logging("INFO", secrets=["s3cret-value"], stream=stream)
+    try:
+        _crash_in_a_thread()
+    except ValueError:
+        sys.excepthook(*sys.exc_info())
+    assert stream.getvalue().splitlines()[-1] == "ValueError: Proxy said: bad secret ***"
+    assert "s3cret-value" not in stream.getvalue() + "".join(capfd.readouterr())

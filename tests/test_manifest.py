@@ -7,9 +7,12 @@ import pytest
 import requests
 
 from daemon.__main__ import main
+from daemon.access import uninstall
 from daemon.envoy.manifest import DROPDOWNS, EVENTS, FIELD_TYPES, STEPS, build
 from daemon.envoy.options import SOURCES
 from daemon.envoy.setup_steps import VALIDATORS
+from daemon.rules.policy import VISITOR_EVENTS
+from daemon.rules.protect import EMPLOYEE_EVENTS
 
 BASE = "https://envoy.example.com/proxy"
 
@@ -158,3 +161,9 @@ def test_a_bad_base_url_is_a_usage_error(url, capsys):
         main(["manifest", "--base-url", url])
     assert exited.value.code == 2
     assert "--base-url" in capsys.readouterr().err
+
+
+def test_the_manifest_subscribes_every_event_the_daemon_handles():
+    """The block list's review and deny must reach the daemon, or access would stay on."""
+    assert set(EVENTS) == set(VISITOR_EVENTS + EMPLOYEE_EVENTS) | {uninstall.EVENT}
+    assert {"entry_blacklist_review", "entry_blacklist_deny"} <= set(EVENTS)

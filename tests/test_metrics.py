@@ -108,3 +108,18 @@ def test_metrics_need_no_credentials_even_with_a_password_set(daemon):
     daemon.ctx.config = daemon.ctx.config.replace(admin_password="pw")
     assert requests.get(f"{daemon.url}/metrics", timeout=5).status_code == 200
     assert requests.get(f"{daemon.url}/status", timeout=5).status_code == 401
+
+
+def test_metrics_ask_for_the_status_login_when_configured(daemon):
+    daemon.ctx.config = daemon.ctx.config.replace(admin_password="pw", metrics_login=True)
+    answer = requests.get(f"{daemon.url}/metrics", timeout=5)
+    assert answer.status_code == 401
+    assert answer.headers["WWW-Authenticate"].startswith("Basic")
+    assert "envoy_proxy_" not in answer.text
+    scrape = requests.get(f"{daemon.url}/metrics", auth=("admin", "pw"), timeout=5)
+    assert scrape.status_code == 200 and "envoy_proxy_" in scrape.text
+
+
+def test_metrics_login_without_a_password_keeps_metrics_closed(daemon):
+    daemon.ctx.config = daemon.ctx.config.replace(metrics_login=True)
+    assert requests.get(f"{daemon.url}/metrics", timeout=5).status_code == 403

@@ -1,5 +1,7 @@
 """Each schema step applies on its own, leaves the version behind, and matches the models."""
 
+import itertools
+
 import pytest
 
 import db
@@ -13,10 +15,12 @@ def empty_db(tmp_path):
     db.close_database()
 
 
-@pytest.mark.parametrize("version", [step[0] for step in STEPS])
-def test_each_step_upgrades_from_the_previous_version(empty_db, version):
-    db.migrate(version - 1)
-    assert db.schema_version() == version - 1
+@pytest.mark.parametrize(
+    ("previous", "version"), list(itertools.pairwise([0] + [step[0] for step in STEPS]))
+)
+def test_each_step_upgrades_from_the_previous_version(empty_db, previous, version):
+    db.migrate(previous)
+    assert db.schema_version() == previous
     assert db.migrate(version) == version
     assert db.schema_version() == version
 

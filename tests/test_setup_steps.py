@@ -160,6 +160,21 @@ def test_the_secret_appears_in_no_answer_and_no_log_line(daemon, caplog):
     assert "Proxy access checked" in caplog.text  # the log did record the steps
 
 
+@pytest.mark.parametrize("stored", [False, True])
+def test_a_secret_pasted_into_the_org_field_is_never_echoed(daemon, caplog, stored):
+    """The org refusal quotes the org id, which was the secret the admin pasted there."""
+    caplog.set_level(logging.DEBUG)
+    if stored:  # a revisit: the secret field is hidden, the stored secret is the one used
+        _ok(_step(daemon, "proxy-access", ACCESS))
+    secret = "" if stored else SECRET
+    answer = _step(daemon, "proxy-access", {**ACCESS, "proxy_app_secret": secret,
+                                            "proxy_org_id": SECRET})  # fmt: skip
+    _refused(answer, "Organization ID")
+    assert SECRET not in answer.text
+    assert SECRET not in caplog.text
+    assert "***" in answer.json()["message"]
+
+
 @pytest.mark.parametrize("hidden", [{"proxy_app_secret": ""}, {"proxy_app_secret": None}, {}])
 def test_a_revisit_with_the_secret_hidden_keeps_the_stored_one(daemon, hidden):
     _ok(_step(daemon, "proxy-access", ACCESS))

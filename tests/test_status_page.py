@@ -12,6 +12,7 @@ import requests
 
 import db
 from web import admin_routes
+from web.throttle import FREE_FAILURES
 
 FLOW = "flow-visitor"
 INJECTED_NAME = (
@@ -329,3 +330,32 @@ def test_a_real_browser_shows_injected_names_as_text_and_runs_nothing(daemon, tm
     assert errors == []
     assert shot.exists() and shot.stat().st_size > 1000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_failed_logins_are_slowed_down_per_address_and_logged_with_it(daemon, caplog):
+    """About 1,100 guesses a second were possible. A forged X-Forwarded-For changes nothing:
+    it is believed only from the configured reverse proxy (Waitress sets REMOTE_ADDR)."""
+    caplog.set_level(logging.WARNING, logger="envoy_proxy")
+    auth = _with_password(daemon)
+    for n in range(FREE_FAILURES + 1):
+        forged = {"X-Forwarded-For": f"203.0.113.{n}"}
+        answer = requests.get(f"{daemon.url}/status", auth=("admin", f"guess-{n}"),
+                              headers=forged, timeout=5)  # fmt: skip
+        assert answer.status_code == 401
+    refused = requests.get(f"{daemon.url}/status.json", auth=auth, timeout=5)
+    assert refused.status_code == 429, "not even the right password is tried meanwhile"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "too many failed logins" in refused.json()["message"]
+    failures = [
+        r.getMessage() for r in caplog.records if "wrong admin credentials" in r.getMessage()
+    ]
+    assert len(failures) == FREE_FAILURES + 1
+    assert all("from 127.0.0.1" in line for line in failures)
+    assert not any("guess-" in r.getMessage() for r in caplog.records)
+
+
+def test_a_browsers_first_request_without_credentials_is_no_failed_guess(daemon):
+    auth = _with_password(daemon)
+    for _ in range(FREE_FAILURES + 3):
+        assert requests.get(f"{daemon.url}/status", timeout=5).status_code == 401
+    assert requests.get(f"{daemon.url}/status", auth=auth, timeout=5).status_code == 200

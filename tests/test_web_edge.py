@@ -1,5 +1,6 @@
 """The web edge: signature first, body cap, JSON errors, health; bad input changes nothing."""
 
+import io
 import json
 
 import pytest
@@ -7,6 +8,7 @@ import requests
 
 import db
 from sandbox.envoy import entry_event, sign
+from web.app import create_app
 from web.signature import expected_signature, signature_is_valid
 
 
@@ -127,3 +129,22 @@ def test_a_crash_inside_a_handler_is_a_json_500_without_details(daemon, monkeypa
     assert answer.status_code == 500
     assert "secret-internal-detail" not in answer.text
     assert answer.json()["message"].startswith("internal error")
+
+
+def test_a_crash_is_logged_for_the_masker_never_printed_raw(daemon, caplog):
+    """Bottle's catch-all printed the traceback to the server's error stream, unmasked."""
+    app = create_app(daemon.ctx)
+
+    def crash():
+        raise RuntimeError("proxy secret s3cret-value leaked into an error")
+
+    app.route("/crash", "GET", crash)
+    errors = io.StringIO()
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/crash", "wsgi.errors": errors}
+    started = []
+    body = b"".join(app(environ, lambda status, headers, *exc: started.append(status)))
+    assert started == ["500 Internal Server Error"]
+    assert json.loads(body)["message"].startswith("internal error")
+    assert errors.getvalue() == ""
+    [crashed] = [r for r in caplog.records if r.getMessage() == "GET /crash crashed"]
+    assert crashed.exc_info is not None  # so the log's masking formatter sees the traceback

@@ -3,8 +3,10 @@
 `/metrics`.
 
 The status pages ask for HTTP Basic auth as user `admin` with ENVOY_PROXY_ADMIN_PASSWORD and
-stay closed (403) while no password is set. `/metrics` is open: keep it local through the
-reverse proxy. Handlers only check, read one report and format it.
+stay closed (403) while no password is set. Failed logins are logged with their source
+address and slowed down per address (web/throttle.py). `/metrics` is open (keep it local
+through the reverse proxy) unless ENVOY_PROXY_METRICS_LOGIN asks for the same login.
+Handlers only check, read one report and format it.
 """
 
 import hmac
@@ -22,6 +24,7 @@ from daemon.context import Context
 from daemon.ops.audit_report import activity
 from daemon.ops.status_report import duration, gather, size
 from web.responses import json_response
+from web.throttle import LoginThrottle
 
 log = logging.getLogger("envoy_proxy.web")
 
@@ -95,10 +98,18 @@ def _denied(as_json: bool, status: int, message: str, headers=None) -> HTTPRespo
     )
 
 
+def source_address() -> str:
+    """The client's address as Waitress gives it: the reverse proxy's X-Forwarded-For only
+    when ENVOY_PROXY_TRUSTED_PROXY names that proxy (Bottle's `remote_addr` would believe any
+    client's header)."""
+    return request.environ.get("REMOTE_ADDR") or "-"
+
+
 def install(app: Bottle, ctx: Context) -> None:
     template = SimpleTemplate(name="status", lookup=[TEMPLATES])
     activity_template = SimpleTemplate(name="activity", lookup=[TEMPLATES])
     warn_once = _Once()
+    throttle = LoginThrottle()
 
     def check(as_json: bool) -> HTTPResponse | None:
         password = ctx.config.admin_password  # read each time: a test may swap the config
@@ -106,16 +117,26 @@ def install(app: Bottle, ctx: Context) -> None:
             if warn_once():
                 log.warning("GET %s refused: %s", request.path, NOT_CONFIGURED)
             return _denied(as_json, 403, NOT_CONFIGURED)
+        address = source_address()
+        wait = throttle.wait(address)
+        if wait:
+            message = f"too many failed logins from {address}; try again in {wait} s"
+            return _denied(as_json, 429, message, {"Retry-After": str(wait)})
+        header = request.get_header("Authorization", "")
         # The header only: Bottle's `request.auth` would also believe a REMOTE_USER.
-        if not credentials_match(parse_auth(request.get_header("Authorization", "")), password):
-            log.warning("GET %s: wrong or missing admin credentials", request.path)
-            return _denied(
-                as_json,
-                401,
-                "sign in as user 'admin' with ENVOY_PROXY_ADMIN_PASSWORD",
-                {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
-            )
-        return None
+        if credentials_match(parse_auth(header), password):
+            throttle.succeeded(address)
+            return None
+        if header:  # a browser's first request, before it asks for the password, is no guess
+            failures = throttle.failed(address)
+            log.warning("GET %s from %s: wrong admin credentials (%d in a row)", request.path,
+                        address, failures)  # fmt: skip
+        return _denied(
+            as_json,
+            401,
+            "sign in as user 'admin' with ENVOY_PROXY_ADMIN_PASSWORD",
+            {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
+        )
 
     def facts() -> dict:
         health = ctx.health.check()  # before the report's read transaction: it probes a write
@@ -168,6 +189,10 @@ def install(app: Bottle, ctx: Context) -> None:
         return json_response(200, story())
 
     def metrics():
+        if ctx.config.metrics_login:
+            denied = check(as_json=False)
+            if denied is not None:
+                return denied
         # The grant and action gauges read the database at scrape time.
         with db.database.connection_context():
             body = generate_latest(ctx.metrics.registry)

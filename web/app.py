@@ -1,16 +1,40 @@
 """The Bottle application: Envoy's signed routes, health, and JSON errors everywhere."""
 
-from bottle import Bottle
+import functools
+import logging
+
+from bottle import Bottle, HTTPResponse, request
 
 from daemon import __version__
 from daemon.context import Context
 from web import admin_routes, envoy_routes
-from web.responses import error_body, json_response
+from web.responses import INTERNAL_ERROR, error_body, json_response
+
+log = logging.getLogger("envoy_proxy.web")
+
+
+def log_crashes(callback):
+    """Bottle plugin: a route that raised is logged (so its traceback is masked, daemon/logs.py)
+    and answered 500 in JSON. Bottle's own catch-all would print the traceback, unmasked, to
+    the server's error stream."""
+
+    @functools.wraps(callback)
+    def wrapper(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except HTTPResponse:
+            raise  # Bottle's way to answer early, not a crash
+        except Exception:
+            log.exception("%s %s crashed", request.method, request.path)
+            return json_response(500, {"message": INTERNAL_ERROR})
+
+    return wrapper
 
 
 def create_app(ctx: Context) -> Bottle:
     app = Bottle()
     app.default_error_handler = error_body
+    app.install(log_crashes)
     envoy_routes.install(app, ctx)
     admin_routes.install(app, ctx)
     app.route("/healthz", "GET", lambda: healthz(ctx))

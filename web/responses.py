@@ -4,6 +4,8 @@ import json
 
 from bottle import HTTPResponse
 
+INTERNAL_ERROR = "internal error; see the daemon's log"
+
 
 def json_response(status: int, body) -> HTTPResponse:
     return HTTPResponse(
@@ -17,6 +19,6 @@ def error_body(error) -> str:
     """Render Bottle's HTTPError as `{"message": ...}`; never leak a traceback."""
     message = error.body if isinstance(error.body, str) and error.body else error.status_line
     if error.status_code >= 500:
-        message = "internal error; see the daemon's log"
+        message = INTERNAL_ERROR
     error.content_type = "application/json"
     return json.dumps({"message": message})

@@ -102,6 +102,12 @@ def open_window(
     `org_id`: the install's Proxy org, recorded on a new grant. Returns the grant and whether
     it was created here."""
     grant = _of_subject(install_id, plan.subject)
+    if grant is not None and grant.on_hold:
+        if not plan.approved:
+            return grant, False  # held: only an event showing the entry approved opens it
+        # Approved: the held grant stays closed, and the visit gets a grant anew.
+        retire(grant, now, "held")
+        grant = None
     if grant is None:
         return _create(install_id, plan, kind, now, org_id), True
     if grant.state not in LIVE_STATES:
@@ -181,7 +187,8 @@ def reactivate_at(grant_id: int, at: int) -> None:
 def close_window(install_id: str, plan: Close, now: int, kind: str = "visitor") -> Grant | None:
     """End access at `plan.at`; a grant not yet issued (or not yet seen) is cancelled now.
 
-    None when there is no grant and the plan leaves no tombstone."""
+    The grant is left on hold if the plan holds it (unless it was already closed for good),
+    else final. None when there is no grant and the plan leaves no tombstone."""
     grant = Grant.get_or_none(install_id=install_id, subject=plan.subject)
     if grant is None and not plan.tombstone:
         return None
@@ -199,10 +206,15 @@ def close_window(install_id: str, plan: Close, now: int, kind: str = "visitor") 
             starts_at=plan.at,
             ends_at=plan.at,
             state=GrantState.CANCELLED,
+            on_hold=plan.hold,
             created_at=now,
             updated_at=now,
         )
+    # A grant closed for good (denied, signed out) stays so: a hold never reopens it.
+    hold = plan.hold and (grant.on_hold or grant.state in LIVE_STATES)
     end_at(grant, plan.at, now)
+    if grant.on_hold != hold:
+        Grant.update(on_hold=hold).where(Grant.id == grant.id).execute()
     return grant_by_id(grant.id)
 
 

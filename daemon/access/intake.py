@@ -23,16 +23,23 @@ from daemon.access.jobs import ACCEPTED
 from daemon.access.outbox import MIN_RETRY_SECONDS
 from daemon.envoy.client import EnvoyError, EnvoyUserClient
 from daemon.retry import backoff_seconds
-from daemon.rules.policy import VISITOR_EVENTS, Close, Ignore, Open, plan_visitor
+from daemon.rules.policy import (
+    ENTRY_EVENTS,
+    HELD,
+    VISITOR_EVENTS,
+    Close,
+    Ignore,
+    Open,
+    plan_visitor,
+)
 from daemon.rules.protect import EMPLOYEE_EVENTS, is_employee_event, plan_employee
 from daemon.rules.request import Answer, BadRequest, EnvoyRequest
 from daemon.rules.settings import Settings
 from daemon.rules.visits import Visit, usable_email
-from db import Event, Grant, GrantState, Install, database, now_epoch
+from db import LIVE_STATES, Event, Grant, GrantState, Install, database, now_epoch
 
 log = logging.getLogger("envoy_proxy.events")
 
-ENTRY_EVENTS = ("entry_sign_in", "entry_sign_out")
 QUARANTINE_BACKOFF_CAP_SECONDS = 900
 UNAVAILABLE = 503
 # The employee-email lookup holds its webhook's answer: bounded well inside Envoy's patience.
@@ -191,6 +198,11 @@ def _apply(request: EnvoyRequest, visit: Visit, now: int) -> tuple[Answer, int |
         if grant is None:
             over = Answer.message(400, "the invite's access window is already over")
             return audit.ignored(request, visit, over), None
+        if plan.reason and grant.state not in LIVE_STATES:  # no access was left to end
+            jobs.settle(grant.id, now)
+            refused = Answer.message(400, plan.reason)
+            audit.decided(request, plan, grant, refused)
+            return refused, None
         answer = _answer_for(request, grant, install, now)
     audit.decided(request, plan, grant, answer)
     return answer, (grant.id if answer.status == 202 else None)
@@ -199,6 +211,10 @@ def _apply(request: EnvoyRequest, visit: Visit, now: int) -> tuple[Answer, int |
 def _answer_for(request: EnvoyRequest, grant: Grant, install: Install, now: int) -> Answer:
     """The answer for an event that changed an existing grant (jobs of its earlier events
     that waited on it are told first)."""
+    if grant.on_hold:  # 202 while its access is being ended, then: held
+        jobs.settle(grant.id, now)
+        answer = jobs.final_answer(grant, now, install)
+        return answer if answer.status == 202 else Answer.message(400, HELD)
     if grant.state in (GrantState.ENDED, GrantState.CANCELLED) and request.event.endswith(
         "sign_in"
     ):

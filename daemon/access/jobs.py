@@ -111,7 +111,7 @@ def queue_answer(job_id: str, install_id: str, answer: Answer, now: int) -> None
         "job_id": job_id,
         "status": status,
         "message": message,
-        "failure_reason": message if status == "failed" else None,
+        "failure_reason": message if status in ("failed", "ignored") else None,
         "attachments": answer.body.get("attachments"),
     }
     outbox.enqueue(ActionKind.JOB_UPDATE, install_id, now, payload=payload)

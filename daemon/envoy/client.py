@@ -26,6 +26,8 @@ PLUGIN_API = "/api/v2/plugin-services"
 JOB_STATUSES = frozenset({"done", "ignored", "failed", "ongoing"})
 TOKEN_REFRESH_MARGIN = 600.0  # refresh the plugin token when less than 10 minutes remain
 DEFAULT_TOKEN_LIFETIME = 3600  # used if Envoy's token answer has no expires_in
+# What Envoy's SDK sends on every call but the token's: its APIs speak JSON:API.
+JSON_API = "application/vnd.api+json"
 
 
 class EnvoyError(Exception):
@@ -246,7 +248,9 @@ class EnvoyPluginClient(_EnvoyAPI):
 
 
 def _bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
+    """A token-bearing call's headers: JSON:API, as Envoy's SDK sends them (a body's type
+    too; requests would label it application/json)."""
+    return {"Authorization": f"Bearer {token}", "Accept": JSON_API, "Content-Type": JSON_API}
 
 
 def _flow(resource: dict) -> dict:

@@ -22,6 +22,8 @@ PURPOSE = "identity-verification"
 EVENTS = (
     "entry_sign_in",
     "entry_sign_out",
+    "entry_blacklist_review",
+    "entry_blacklist_deny",
     "employee_entry_sign_in",
     "employee_entry_sign_out",
     "invite_created",

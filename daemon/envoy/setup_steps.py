@@ -16,6 +16,7 @@ from daemon.access.installs import remember_install
 from daemon.envoy.client import EnvoyError
 from daemon.envoy.manifest import PURPOSE, STEPS, Field
 from daemon.envoy.mapping import normalise_mapping
+from daemon.masking import mask
 from daemon.proxy.access import NotConfigured
 from daemon.proxy.client import (
     ProxyAuthError,
@@ -197,13 +198,18 @@ def _check_org(ctx, app_key: str, secret: str, org_id: str) -> None:
 def proxy_access(ctx, request: EnvoyRequest) -> dict:
     payload = _payload(request)
     step = STEPS["proxy-access"]
-    app_key = _required_id(payload, step.field("proxy_app_key"))
-    org_id = _required_id(payload, step.field("proxy_org_id"))
-    install = Install.get_or_none(install_id=request.install_id)
     new_secret = payload.get("proxy_app_secret")
     new_secret = new_secret.strip() if isinstance(new_secret, str) else ""
-    secret = new_secret or _stored_secret(ctx, install, app_key)
-    _check_org(ctx, app_key, secret, org_id)
+    secrets = [new_secret]
+    try:
+        app_key = _required_id(payload, step.field("proxy_app_key"))
+        org_id = _required_id(payload, step.field("proxy_org_id"))
+        install = Install.get_or_none(install_id=request.install_id)
+        secrets.append(new_secret or _stored_secret(ctx, install, app_key))
+        _check_org(ctx, app_key, secrets[-1], org_id)
+    except BadRequest as refusal:
+        # A secret pasted into another field would come back in the message (and the log).
+        raise BadRequest(mask(str(refusal), secrets), refusal.status) from None
     answer = {"proxy_org_id": org_id, "proxy_app_key": app_key}
     columns = {}
     if new_secret:  # also a new start for an install that was uninstalled (a reinstall)

@@ -2,6 +2,11 @@
 
 No I/O here. `plan_visitor` decides whether an event opens, moves or closes an access window,
 or is ignored (and why, in words an admin understands). The grant service applies the plan.
+
+Approvals: an entry that Envoy has not approved (its `approval-status` under review, or the
+block list's `entry_blacklist_review`) has its access *held*: closed, and opened again only
+by an event that shows the entry approved. A denial (`entry_blacklist_deny`, or a denied
+status) closes it for good, the invite's access included.
 """
 
 from dataclasses import dataclass
@@ -24,7 +29,8 @@ class Open:
 
     `extend`: merge with an existing window (start no later, end no earlier), as when a guest
     whose invite already has a grant signs in. Otherwise the window replaces the old one, as
-    when an invite is moved.
+    when an invite is moved. `approved`: the event shows the entry approved, which lifts a
+    hold (see `Close.hold`).
     """
 
     subject: str
@@ -33,6 +39,7 @@ class Open:
     group_ids: tuple[str, ...]
     visit: Visit
     extend: bool = False
+    approved: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,24 +49,36 @@ class Close:
     `tombstone`: with no grant yet, leave a closed one so that a later opening event changes
     nothing (a sign-out that overtook its sign-in). Not for an invite moved into the past:
     with no grant, there is simply nothing to end.
+    `hold`: closed while the entry awaits approval; only an `Open` with `approved` opens the
+    subject again (any other Close makes it final). `reason`: what Envoy is told when no
+    access was left to end.
     """
 
     subject: str
     at: int
     visit: Visit
     tombstone: bool = True
+    hold: bool = False
+    reason: str | None = None
 
 
 Plan = Ignore | Open | Close
 
+REVIEW_EVENT = "entry_blacklist_review"
+DENY_EVENT = "entry_blacklist_deny"
+ENTRY_EVENTS = ("entry_sign_in", "entry_sign_out", REVIEW_EVENT, DENY_EVENT)
 VISITOR_EVENTS = (
-    "entry_sign_in",
-    "entry_sign_out",
+    *ENTRY_EVENTS,
     "invite_created",
     "invite_updated",
     "upcoming_visit",
     "invite_removed",
 )
+HELD = (
+    "the entry is under review in Envoy (approval or block list): no Proxy credential until "
+    "Envoy shows it approved"
+)
+DENIED = "the entry was denied in Envoy: its Proxy access is ended and stays ended"
 
 
 def _not_mapped(visit: Visit) -> Ignore:
@@ -82,6 +101,8 @@ def visit_subject(visit: Visit) -> str:
 
 
 def plan_sign_in(visit: Visit, settings: Settings, now: int) -> Plan:
+    if visit.approval not in (None, "approved"):
+        return Ignore(412, DENIED if visit.approval == "denied" else HELD)
     groups = settings.groups_for_flow(visit.flow_id)
     if not groups:
         return _not_mapped(visit)
@@ -97,7 +118,9 @@ def plan_sign_in(visit: Visit, settings: Settings, now: int) -> Plan:
         ends = min(ends, visit.signed_out_at)
     if ends <= now:
         return Ignore(400, "the visit's access window is already over")
-    return Open(visit_subject(visit), now, ends, tuple(groups), visit, extend=True)
+    approved = visit.approval == "approved"
+    subject = visit_subject(visit)
+    return Open(subject, now, ends, tuple(groups), visit, extend=True, approved=approved)
 
 
 def plan_invite(visit: Visit, settings: Settings, now: int) -> Plan:
@@ -118,6 +141,10 @@ def plan_invite(visit: Visit, settings: Settings, now: int) -> Plan:
 
 def plan_visitor(event: str, visit: Visit, settings: Settings, now: int) -> Plan:
     """What a visitor event means for access; see the README's rules table."""
+    if event in (REVIEW_EVENT, DENY_EVENT, "entry_sign_in"):
+        held = _approval_hold(event, visit, now)
+        if held is not None:
+            return held
     if event == "entry_sign_in":
         return plan_sign_in(visit, settings, now)
     if event == "entry_sign_out":
@@ -135,6 +162,17 @@ def plan_visitor(event: str, visit: Visit, settings: Settings, now: int) -> Plan
         # Moved into the past: whatever access the invite has ends now.
         return Close(visit.subject, now, visit, tombstone=False)
     return plan
+
+
+def _approval_hold(event: str, visit: Visit, now: int) -> Close | None:
+    """The Close of an entry Envoy has not approved: held, or ended for good if denied.
+
+    Its subject is the entry's grant, which is its invite's when it has one."""
+    if event == DENY_EVENT or visit.approval == "denied":
+        return Close(visit_subject(visit), now, visit, reason=DENIED)
+    if event == REVIEW_EVENT or visit.approval not in (None, "approved"):
+        return Close(visit_subject(visit), now, visit, hold=True, reason=HELD)
+    return None
 
 
 def _window_over(visit: Visit, settings: Settings, now: int) -> bool:

@@ -1,8 +1,9 @@
 """What the daemon reads from an Envoy request body, normalised once at the edge.
 
 IDs may arrive as numbers or strings (normalised to str); the time zone may sit under
-`timezone` or `time-zone`; events carry the install's config in `config` (older bodies also
-carry a stale copy as `env`, which we ignore).
+`timezone` or `time-zone`, of the location or else of `meta.zone`; events carry the
+install's config in `config` (older bodies also carry a stale copy as `env`, which we
+ignore).
 """
 
 import re
@@ -90,9 +91,13 @@ class EnvoyRequest:
 
     @property
     def timezone(self) -> str | None:
-        attributes = _dict(self.location.get("attributes"))
-        zone = attributes.get("timezone") or attributes.get("time-zone")
-        return zone if isinstance(zone, str) and zone else None
+        """The location's IANA zone, else its zone's (`meta.zone`, as Envoy's SDK sends it)."""
+        for holder in (self.location, _dict(self.meta.get("zone"))):
+            attributes = _dict(holder.get("attributes"))
+            zone = attributes.get("timezone") or attributes.get("time-zone")
+            if isinstance(zone, str) and zone:
+                return zone
+        return None
 
     @property
     def company_id(self) -> str | None:

@@ -10,6 +10,9 @@ from daemon.rules.times import parse_instant
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_EMAIL = 254  # RFC 5321's limit for a path, the address included
 MAX_PHOTO_URL = 255  # Proxy refuses photo URLs of 256 characters or more
+# Envoy's `approval-status.status` words (not all confirmed: ENVOY_PROTOCOL.md §3), normalised.
+APPROVED = frozenset({"approved", "auto_approved", "accepted"})
+DENIED = frozenset({"denied", "rejected", "blocked"})
 
 
 def usable_email(value) -> str | None:
@@ -20,6 +23,22 @@ def usable_email(value) -> str | None:
     if len(text) <= MAX_EMAIL and _EMAIL.match(text) and storable_text(text):
         return text.lower()
     return None
+
+
+def approval_of(value) -> str | None:
+    """An entry's `approval-status` (`{status, auto-approved, report, …}`) read as
+    "approved", "review" or "denied"; None when the entry carries none (no approval asked).
+
+    Fails closed: a status we do not recognise, or a value we cannot read, is "review"."""
+    if value is None:
+        return None
+    status = value.get("status") if isinstance(value, dict) else value
+    word = status.strip().lower() if isinstance(status, str) else ""
+    word = word.replace("-", "_").replace(" ", "_")
+    auto = isinstance(value, dict) and value.get("auto-approved") is True
+    if word in APPROVED or (auto and not word):
+        return "approved"
+    return "denied" if word in DENIED else "review"
 
 
 def _relationship_id(relationships: dict, name: str) -> str | None:
@@ -50,6 +69,7 @@ class Visit:
     entry_id: str | None = None
     employee_id: str | None = None
     employee_screening: bool = False
+    approval: str | None = None  # approval_of(`approval-status`)
 
     @property
     def subject(self) -> str:
@@ -86,6 +106,7 @@ class Visit:
             entry_id=_relationship_id(relationships, "entry"),
             employee_id=_relationship_id(relationships, "employee"),
             employee_screening=as_bool(attributes.get("employee-screening-flow")),
+            approval=approval_of(attributes.get("approval-status")),
         )
 
     @property
