@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.envoy_sim",
     "tests.fixtures.daemon",
     "tests.fixtures.daemon_process",
+    "tests.fixtures.browser",
 ]

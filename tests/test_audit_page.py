@@ -4,7 +4,6 @@ email or name tells a visitor's story (why no credential, too), and markup in na
 
 import time
 
-import pytest
 import requests
 
 FLOW = "flow-visitor"
@@ -89,52 +88,31 @@ def test_markup_in_names_is_escaped_in_the_page(daemon):
     assert "&lt;img src=x onerror=&quot;window.__pwned=1;alert(1)&quot;&gt;" in page
 
 
-def test_a_real_browser_searches_by_email_and_runs_nothing(daemon, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_a_real_browser_searches_by_email_and_runs_nothing(daemon, tmp_path, admin_browser):
     _stories(daemon)
     _with_password(daemon, "browser-pw")
-    dialogs, errors = [], []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            context = browser.new_context(
-                http_credentials={"username": "admin", "password": "browser-pw"}
-            )
-            page = context.new_page()
-            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            # From the status page, as an admin would: follow the link, type, search.
-            assert page.goto(f"{daemon.url}/status", wait_until="load").status == 200
-            page.click("text=Activity")
-            page.fill("#q", "ada@example.com")
-            page.click("button[type=submit]")
-            page.wait_for_selector("#story")
-            story = page.inner_text("#story")
-            assert "issued" in story and "active" in story and "Ada Lovelace" in story
-            assert "active" in page.inner_text("#grants")
-            assert "Bob" not in page.inner_text("body")
-            # The visitor whose name carries markup: shown as text, nothing runs.
-            page.fill("#q", "eve@example.com")
-            page.click("button[type=submit]")
-            page.wait_for_selector("#story")
-            page.wait_for_timeout(200)  # room for an onerror handler, had one been parsed
-            assert INJECTED_NAME in page.inner_text("#story")
-            assert page.evaluate("typeof window.__pwned") == "undefined"
-            assert page.locator("img").count() == 0
-            assert page.locator("script").count() == 0
-            shot = tmp_path / "activity.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
-    assert dialogs == [] and errors == []
+    browser = admin_browser("browser-pw")
+    page = browser.page
+    # From the status page, as an admin would: follow the link, type, search.
+    assert page.goto(f"{daemon.url}/status", wait_until="load").status == 200
+    page.click("text=Activity")
+    page.fill("#q", "ada@example.com")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#story")
+    story = page.inner_text("#story")
+    assert "issued" in story and "active" in story and "Ada Lovelace" in story
+    assert "active" in page.inner_text("#grants")
+    assert "Bob" not in page.inner_text("body")
+    # The visitor whose name carries markup: shown as text, nothing runs.
+    page.fill("#q", "eve@example.com")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#story")
+    page.wait_for_timeout(200)  # room for an onerror handler, had one been parsed
+    assert INJECTED_NAME in page.inner_text("#story")
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.locator("img").count() == 0
+    assert page.locator("script").count() == 0
+    shot = tmp_path / "activity.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert browser.dialogs == [] and browser.errors == []
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -287,47 +287,28 @@ def test_the_template_never_prints_raw_values():
     assert "{{!" not in Path(admin_routes.TEMPLATES, "status.tpl").read_text(encoding="utf-8")
 
 
-def test_a_real_browser_shows_injected_names_as_text_and_runs_nothing(daemon, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_a_real_browser_shows_injected_names_as_text_and_runs_nothing(
+    daemon, tmp_path, admin_browser
+):
     _injected(daemon)
     _with_password(daemon, "browser-pw")
-    dialogs, errors = [], []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            context = browser.new_context(
-                http_credentials={"username": "admin", "password": "browser-pw"}
-            )
-            page = context.new_page()
-            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            response = page.goto(f"{daemon.url}/status", wait_until="load")
-            assert response.status == 200
-            page.wait_for_timeout(200)  # room for an onerror handler, had one been parsed
-            text = page.inner_text("body")
-            assert INJECTED_NAME in text
-            assert INJECTED_COMPANY in text
-            assert page.evaluate("typeof window.__pwned") == "undefined"
-            # The markup holds no element the data could have made (CSP aside).
-            assert page.locator("img").count() == 0
-            assert page.locator("svg").count() == 0
-            assert page.locator("script").count() == 0
-            shot = tmp_path / "status.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
-    assert dialogs == []
-    assert errors == []
+    browser = admin_browser("browser-pw")
+    page = browser.page
+    response = page.goto(f"{daemon.url}/status", wait_until="load")
+    assert response.status == 200
+    page.wait_for_timeout(200)  # room for an onerror handler, had one been parsed
+    text = page.inner_text("body")
+    assert INJECTED_NAME in text
+    assert INJECTED_COMPANY in text
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    # The markup holds no element the data could have made (CSP aside).
+    assert page.locator("img").count() == 0
+    assert page.locator("svg").count() == 0
+    assert page.locator("script").count() == 0
+    shot = tmp_path / "status.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert browser.dialogs == []
+    assert browser.errors == []
     assert shot.exists() and shot.stat().st_size > 1000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
