@@ -1,12 +1,21 @@
 """Storage: the peewee models, their migrations and the few queries the daemon needs.
 
-This package imports nothing else of ours. The database is deferred (`database.init()` at
-start) so that tests, the CLI and the daemon open whichever file they are given.
+This package imports nothing else of ours. The database is deferred (`open_database()` at
+start) so that tests, the CLI and the daemon open whichever SQLite file or PostgreSQL URL they
+are given.
 """
 
-from db.connection import close_database, database, open_database, truncate_wal
+from db.connection import (
+    close_database,
+    database,
+    describe_location,
+    is_postgres,
+    open_database,
+    truncate_wal,
+)
+from db.engines import refresh_statistics, schema_version, write_probe
 from db.lookups import grant_by_id, install_by_id, install_or_none
-from db.migrations import SCHEMA_VERSION, migrate, refresh_statistics, schema_version
+from db.migrations import SCHEMA_VERSION, migrate
 from db.models import (
     LIVE_STATES,
     Action,
@@ -39,13 +48,16 @@ __all__ = [
     "WatchlistEntry",
     "close_database",
     "database",
+    "describe_location",
     "grant_by_id",
     "install_by_id",
     "install_or_none",
+    "is_postgres",
     "migrate",
     "now_epoch",
     "open_database",
     "refresh_statistics",
     "schema_version",
     "truncate_wal",
+    "write_probe",
 ]

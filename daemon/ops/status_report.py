@@ -280,7 +280,7 @@ def gather(
         "started_at": moment(int(started_at), home) if started_at is not None else None,
         "uptime_seconds": uptime,
         "database": {
-            "path": os.path.abspath(path) if path and path != ":memory:" else path,
+            "path": db.describe_location(path),
             "size_bytes": _file_size(path),
             "wal_bytes": _file_size(f"{path}-wal"),
             "schema_version": schema,

@@ -1,0 +1,37 @@
+"""PostgreSQL, for several daemons on one database (README, "Database").
+
+The same models and migrations as on SQLite. Transactions run at PostgreSQL's default
+isolation (READ COMMITTED): the lock types the daemon passes for SQLite (`IMMEDIATE`,
+`DEFERRED`) name when SQLite takes its one write lock, which PostgreSQL does not have; it
+locks rows as they are written, and a conditional UPDATE re-checks its condition on the row it
+waited for. Connections come from a pool, like SQLite's.
+"""
+
+from playhouse.pool import PooledPostgresqlDatabase
+
+URL_SCHEMES = ("postgresql://", "postgres://")
+# Below PostgreSQL's default `max_connections` (100) with room for a second instance and admin
+# commands; a thread beyond it waits up to the pool's timeout for a free connection.
+MAX_CONNECTIONS = 40
+
+
+def is_postgres_url(location: str) -> bool:
+    return location.startswith(URL_SCHEMES)
+
+
+class PostgresDatabase(PooledPostgresqlDatabase):
+    """A pooled psycopg 3 connection to the database a `postgresql://` URL names."""
+
+    def begin(self, lock_type=None):
+        """Begin at the default isolation, whatever SQLite lock type the caller names."""
+        super().begin()
+
+
+def postgres_database(url: str) -> PostgresDatabase:
+    """The database at `url`, not yet connected."""
+    return PostgresDatabase(
+        url.replace("postgres://", "postgresql://", 1),
+        prefer_psycopg3=True,
+        max_connections=MAX_CONNECTIONS,
+        timeout=30,
+    )
