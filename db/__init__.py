@@ -13,7 +13,7 @@ from db.connection import (
     open_database,
     truncate_wal,
 )
-from db.engines import refresh_statistics, schema_version, write_probe
+from db.engines import refresh_statistics, schema_version, stored_bytes, write_probe
 from db.lookups import grant_by_id, install_by_id, install_or_none
 from db.migrations import SCHEMA_VERSION, migrate
 from db.models import (
@@ -31,6 +31,7 @@ from db.models import (
     WatchlistEntry,
     now_epoch,
 )
+from db.postgres import is_postgres_url
 
 __all__ = [
     "LIVE_STATES",
@@ -53,11 +54,13 @@ __all__ = [
     "install_by_id",
     "install_or_none",
     "is_postgres",
+    "is_postgres_url",
     "migrate",
     "now_epoch",
     "open_database",
     "refresh_statistics",
     "schema_version",
+    "stored_bytes",
     "truncate_wal",
     "write_probe",
 ]

@@ -5,6 +5,7 @@ job with one form per engine; the rest of the daemon calls these and never asks 
 
 import contextlib
 import math
+import os
 import sqlite3
 import urllib.parse
 
@@ -63,6 +64,17 @@ def refresh_statistics() -> None:
     if not is_postgres():
         database.execute_sql("PRAGMA analysis_limit = 1000")
     database.execute_sql("ANALYZE")
+
+
+def stored_bytes(location: str) -> int | None:
+    """The space the database takes: its SQLite file (None if unreadable), or PostgreSQL's
+    whole database (asked on the open connection)."""
+    if is_postgres():
+        return database.execute_sql("SELECT pg_database_size(current_database())").fetchone()[0]
+    try:
+        return os.path.getsize(location)
+    except OSError:
+        return None
 
 
 def write_probe(location: str | None, timeout: float = 1.0) -> str | None:

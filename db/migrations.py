@@ -15,8 +15,8 @@ import re
 from peewee import Table
 
 from db.connection import database, is_postgres
-from db.models import now_epoch
 from db.engines import record_schema_version, schema_version, serialized_migrations
+from db.models import now_epoch
 
 log = logging.getLogger("envoy_proxy.db")
 

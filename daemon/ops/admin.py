@@ -469,6 +469,11 @@ def _retry(args, cfg) -> int:
 
 
 def _backup(args, cfg) -> int:
+    if db.is_postgres():
+        raise AdminError(
+            "backup copies a SQLite file; a PostgreSQL database is backed up with its own "
+            "tools: pg_dump (README, Database)"
+        )
     target = os.path.abspath(args.path)
     if os.path.exists(target) and not args.force:
         raise AdminError(f"{target} exists; pass --force to overwrite it")

@@ -281,7 +281,7 @@ def gather(
         "uptime_seconds": uptime,
         "database": {
             "path": db.describe_location(path),
-            "size_bytes": _file_size(path),
+            "size_bytes": db.stored_bytes(path),
             "wal_bytes": _file_size(f"{path}-wal"),
             "schema_version": schema,
             "schema_expected": db.SCHEMA_VERSION,
