@@ -13,7 +13,13 @@ from db.connection import (
     open_database,
     truncate_wal,
 )
-from db.engines import refresh_statistics, schema_version, stored_bytes, write_probe
+from db.engines import (
+    lock_within_transaction,
+    refresh_statistics,
+    schema_version,
+    stored_bytes,
+    write_probe,
+)
 from db.lookups import grant_by_id, install_by_id, install_or_none
 from db.migrations import SCHEMA_VERSION, migrate
 from db.models import (
@@ -55,6 +61,7 @@ __all__ = [
     "install_or_none",
     "is_postgres",
     "is_postgres_url",
+    "lock_within_transaction",
     "migrate",
     "now_epoch",
     "open_database",

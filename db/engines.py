@@ -53,6 +53,18 @@ def serialized_migrations():
             database.execute_sql("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
 
 
+def lock_within_transaction(key: str) -> None:
+    """Make the open transaction and any other about the same `key` take turns until commit.
+
+    For a read-then-write that must be atomic (planning an event reads its grant, then writes
+    it). SQLite: nothing to do, a write transaction (IMMEDIATE) already holds the database's
+    one write lock. PostgreSQL at READ COMMITTED would let two transactions read the same old
+    state: a transaction-level advisory lock on the key's hash serializes them, and only them.
+    """
+    if is_postgres():
+        database.execute_sql("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
+
 def refresh_statistics() -> None:
     """Give the planner statistics.
 
