@@ -268,6 +268,14 @@ def test_a_server_that_cannot_be_reached_is_refused_without_the_password(tmp_pat
     assert not os.path.exists(tmp_path / "k.key")
 
 
+def test_a_database_password_is_masked_like_the_other_secrets():
+    url = "postgresql://envoy:p%40ss-w0rd@db.example/envoy"
+    cfg = config.load(environ={"ENVOY_PROXY_DB": url}, require=False)
+    assert "p%40ss-w0rd" in cfg.secrets() and "p@ss-w0rd" in cfg.secrets()
+    assert "w0rd" not in repr(cfg)
+    assert config.url_passwords("/var/lib/envoy-proxy/envoy-proxy.sqlite3") == []
+
+
 def test_a_location_is_shown_without_its_password():
     shown = db.describe_location("postgresql://envoy:s3cret@db.example:5432/envoy?sslmode=require")
     assert shown == "postgresql://envoy:***@db.example:5432/envoy?sslmode=require"
