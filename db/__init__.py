@@ -14,6 +14,7 @@ from db.connection import (
     truncate_wal,
 )
 from db.engines import (
+    like_pattern,
     lock_within_transaction,
     refresh_statistics,
     schema_version,
@@ -61,6 +62,7 @@ __all__ = [
     "install_or_none",
     "is_postgres",
     "is_postgres_url",
+    "like_pattern",
     "lock_within_transaction",
     "migrate",
     "now_epoch",

@@ -65,6 +65,12 @@ def lock_within_transaction(key: str) -> None:
         database.execute_sql("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
 
 
+def like_pattern(pattern: str) -> str:
+    """`pattern` for LIKE with its backslashes matching themselves on either engine:
+    PostgreSQL's LIKE takes `\\` as its escape character, SQLite's has none."""
+    return pattern.replace("\\", "\\\\") if is_postgres() else pattern
+
+
 def refresh_statistics() -> None:
     """Give the planner statistics.
 
