@@ -38,6 +38,9 @@ PRAGMAS = (
     ("secure_delete", 1),
 )
 _WRITE_LOCKS = ("IMMEDIATE", "EXCLUSIVE")
+# Waitress' threads, the runner's (each holds one across its Proxy calls), the scheduler's,
+# the hook's: about 100 at the busiest.
+MAX_CONNECTIONS = 160
 
 
 class QueuedWriterDatabase(PooledSqliteDatabase):
@@ -82,7 +85,7 @@ _sqlite = QueuedWriterDatabase(
     pragmas=PRAGMAS,
     lock_type="IMMEDIATE",
     check_same_thread=False,
-    max_connections=160,  # Waitress' threads, the runner's, the scheduler's, the hook's
+    max_connections=MAX_CONNECTIONS,
     timeout=30,  # wait this long for a free connection rather than fail at once
 )
 database = DatabaseProxy()
@@ -107,7 +110,7 @@ def open_database(location: str, *, create: bool = True):
     """
     close_database()
     if is_postgres_url(location):
-        database.initialize(postgres_database(location))
+        database.initialize(postgres_database(location, MAX_CONNECTIONS))
         return database
     if not create and location != ":memory:" and not os.path.exists(location):
         raise FileNotFoundError(f"no database at {location}")

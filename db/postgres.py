@@ -10,9 +10,6 @@ waited for. Connections come from a pool, like SQLite's.
 from playhouse.pool import PooledPostgresqlDatabase
 
 URL_SCHEMES = ("postgresql://", "postgres://")
-# Below PostgreSQL's default `max_connections` (100) with room for a second instance and admin
-# commands; a thread beyond it waits up to the pool's timeout for a free connection.
-MAX_CONNECTIONS = 40
 
 
 def is_postgres_url(location: str) -> bool:
@@ -27,11 +24,12 @@ class PostgresDatabase(PooledPostgresqlDatabase):
         super().begin()
 
 
-def postgres_database(url: str) -> PostgresDatabase:
-    """The database at `url`, not yet connected."""
+def postgres_database(url: str, max_connections: int) -> PostgresDatabase:
+    """The database at `url`, not yet connected; connections are opened as threads need them
+    (the server's `max_connections` must leave room for every instance's busiest moment)."""
     return PostgresDatabase(
         url.replace("postgres://", "postgresql://", 1),
         prefer_psycopg3=True,
-        max_connections=MAX_CONNECTIONS,
+        max_connections=max_connections,
         timeout=30,
     )
