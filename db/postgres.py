@@ -5,9 +5,14 @@ isolation (READ COMMITTED): the lock types the daemon passes for SQLite (`IMMEDI
 `DEFERRED`) name when SQLite takes its one write lock, which PostgreSQL does not have; it
 locks rows as they are written, and a conditional UPDATE re-checks its condition on the row it
 waited for. Connections come from a pool, like SQLite's.
+
+PostgreSQL's text cannot hold the NUL character, which SQLite stores and JSON can carry
+(`"\\u0000"` in a visitor's name, in a Proxy error): each becomes U+FFFD on its way in, so
+that such an event is planned (its ending kept) rather than failing on every retry.
 """
 
 from playhouse.pool import PooledPostgresqlDatabase
+from psycopg.types.string import StrBinaryDumper, StrDumperUnknown
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 
@@ -16,8 +21,30 @@ def is_postgres_url(location: str) -> bool:
     return location.startswith(URL_SCHEMES)
 
 
+NUL, REPLACEMENT = "\x00", "\ufffd"
+
+
+class _WithoutNul:
+    def dump(self, obj: str):
+        return super().dump(obj.replace(NUL, REPLACEMENT) if NUL in obj else obj)
+
+
+class _StorableText(_WithoutNul, StrDumperUnknown):
+    pass
+
+
+class _StorableBinaryText(_WithoutNul, StrBinaryDumper):
+    pass
+
+
 class PostgresDatabase(PooledPostgresqlDatabase):
     """A pooled psycopg 3 connection to the database a `postgresql://` URL names."""
+
+    def _connect(self):
+        connection = super()._connect()
+        connection.adapters.register_dumper(str, _StorableBinaryText)
+        connection.adapters.register_dumper(str, _StorableText)  # the last one is the default
+        return connection
 
     def begin(self, lock_type=None):
         """Begin at the default isolation, whatever SQLite lock type the caller names."""

@@ -116,6 +116,26 @@ def test_text_quoting_a_backslash_is_found_for_erasure(pg):
     assert [g.last_error for g in found] == [quoted]
 
 
+def test_a_nul_character_is_stored_as_a_replacement_character(pg):
+    grant = db.Grant.create(install_id="i-1", kind="visitor", subject="entries:1", starts_at=0,
+                            full_name="Ada\x00 Lovelace", last_error="Proxy said \x00")  # fmt: skip
+    stored = db.grant_by_id(grant.id)
+    assert (stored.full_name, stored.last_error) == ("Ada\ufffd Lovelace", "Proxy said \ufffd")
+    assert db.Grant.get(db.Grant.full_name == "Ada\x00 Lovelace").id == grant.id
+
+
+def test_an_event_with_a_nul_character_is_planned_not_quarantined(pg_daemon):
+    daemon = pg_daemon
+    daemon.install()
+    body = daemon.entry(entry_id="e-1", full_name="Ada\x00 Lovelace", email="ada@example.com",
+                        flow_id="flow-visitor", signed_in_at=time.time())  # fmt: skip
+    assert daemon.deliver(body).status_code == 200
+    with db.database.connection_context():
+        assert db.Event.select().where(db.Event.body.is_null(False)).count() == 0
+    [grant] = daemon.grants()
+    assert grant.state == "active" and grant.full_name == "Ada\ufffd Lovelace"
+
+
 def test_a_repeated_job_id_fails_its_savepoint_only_and_the_rest_commits(pg):
     """The intake's group commit: a repeat loses the unique job id inside its savepoint, and
     the transaction (aborted for that statement alone on PostgreSQL) goes on and commits."""
