@@ -60,8 +60,7 @@ def serve(cfg: config.Config) -> int:
     secretbox = startup.open_state(cfg)
     with db.database.connection_context():
         db.refresh_statistics()
-        if not db.is_postgres():  # other instances' claims are alive: theirs expire by lease
-            release_claims()  # a fresh process: no claim of a previous one is still alive
+        release_claims()  # a fresh process: no claim of a previous one is still alive
     ctx = Context.build(cfg, secretbox)
     mask = Masker(cfg.secrets())
     alarm = Alarm(lambda: dispatch_due(ctx), sweep_seconds=cfg.sweep_seconds, mask=mask)
