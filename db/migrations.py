@@ -118,7 +118,7 @@ def _jobs_out_of_payloads() -> None:
     """Version 5's data step: Envoy jobs kept as JSON lists in `action.payload["jobs"]`
     become `job_wait` rows (one home for which job waits on which grant)."""
     action = Table("action", ("grant_id", "install_id", "payload", "done")).bind(database)
-    job_wait = Table("job_wait", ("job_id", "install_id", "grant_id", "created_at"))
+    job_wait = Table("job_wait", ("job_id", "install_id", "grant_id", "created_at")).bind(database)
     rows = (
         action.select(action.grant_id, action.install_id, action.payload)
         .where((action.done == 0) & action.grant_id.is_null(False))
@@ -127,7 +127,7 @@ def _jobs_out_of_payloads() -> None:
     )
     for grant_id, install_id, payload in rows:
         for job_id in json.loads(payload).get("jobs") or []:
-            job_wait.bind(database).insert(
+            job_wait.insert(
                 job_id=job_id, install_id=install_id, grant_id=grant_id, created_at=now_epoch()
             ).on_conflict_ignore().execute()
 
