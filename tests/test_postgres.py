@@ -108,6 +108,7 @@ def test_yes_no_columns_compare_and_read_back_as_booleans(pg):
     assert db.Grant.get_by_id(grant.id).person_ours is None
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
 def either_engine(request, tmp_path):
     """A fresh, migrated database on each engine in turn."""
     if request.param == "sqlite":
