@@ -23,6 +23,7 @@ from daemon.__main__ import main
 from daemon.access import retention
 from daemon.access.intake import visit_of
 from daemon.rules.request import EnvoyRequest
+from daemon.secretbox import SecretBox
 from db.migrations import postgres_form
 from tests.fixtures.daemon import served_daemon
 from tests.fixtures.postgres import ENGINE_VARIABLE
@@ -316,6 +317,18 @@ def test_a_first_start_fills_an_empty_database_and_a_later_one_refuses_an_empty_
     with pytest.raises(startup.StartupRefused, match="holds no envoy-proxy tables"):
         startup.open_state(emptied)  # a daemon has run here: an empty database is a loss
     postgres_server.drop_created()
+
+
+def test_an_instance_whose_key_cannot_read_the_stored_secrets_is_refused(pg, tmp_path):
+    box = startup.open_state(_config(tmp_path, pg))  # the first instance: its key
+    with db.database.connection_context():
+        db.Install.create(install_id="i-1", config={}, proxy_secret=box.encrypt("app-secret"))
+    db.close_database()
+    other = tmp_path / "other"
+    other.mkdir()
+    SecretBox.from_key_file(str(other / "k.key"))  # another machine's own, different key
+    with pytest.raises(startup.StartupRefused, match="does not decrypt the Proxy secrets"):
+        startup.open_state(_config(other, pg))
 
 
 def test_a_server_that_cannot_be_reached_is_refused_without_the_password(tmp_path):
