@@ -319,6 +319,15 @@ def test_a_first_start_fills_an_empty_database_and_a_later_one_refuses_an_empty_
     postgres_server.drop_created()
 
 
+def test_init_fills_an_empty_database_once(postgres_server, tmp_path, capsys):
+    cfg = _config(tmp_path, postgres_server.new_database(migrated=False))
+    startup.init(cfg)
+    assert "created the database" in capsys.readouterr().out
+    with pytest.raises(startup.StartupRefused, match="already holds envoy-proxy tables"):
+        startup.init(cfg)
+    postgres_server.drop_created()
+
+
 def test_an_instance_whose_key_cannot_read_the_stored_secrets_is_refused(pg, tmp_path):
     box = startup.open_state(_config(tmp_path, pg))  # the first instance: its key
     with db.database.connection_context():
