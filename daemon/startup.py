@@ -97,12 +97,12 @@ def _blank(location: str) -> bool:
 
 def _connect(location: str, *, create: bool) -> None:
     """Open the database and make sure it answers: a server that cannot be reached is a
-    refusal naming the server (never its password), not a traceback."""
-    db.open_database(location, create=create)
+    refusal naming the server (never its password), not a traceback; so is a missing driver."""
     try:
+        db.open_database(location, create=create)
         with db.database.connection_context():
             pass
-    except peewee.OperationalError as error:
+    except (peewee.OperationalError, peewee.ImproperlyConfigured) as error:
         db.close_database()
         raise StartupRefused(
             f"cannot connect to the database {db.describe_location(location)}: {str(error).strip()}"

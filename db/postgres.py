@@ -9,10 +9,14 @@ waited for. Connections come from a pool, like SQLite's.
 PostgreSQL's text cannot hold the NUL character, which SQLite stores and JSON can carry
 (`"\\u0000"` in a visitor's name, in a Proxy error): each becomes U+FFFD on its way in, so
 that such an event is planned (its ending kept) rather than failing on every retry.
+
+psycopg is the optional dependency `envoy-proxy[postgres]`: imported only for PostgreSQL.
 """
 
+import functools
+
+from peewee import ImproperlyConfigured
 from playhouse.pool import PooledPostgresqlDatabase
-from psycopg.types.string import StrBinaryDumper, StrDumperUnknown
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 
@@ -29,12 +33,16 @@ class _WithoutNul:
         return super().dump(obj.replace(NUL, REPLACEMENT) if NUL in obj else obj)
 
 
-class _StorableText(_WithoutNul, StrDumperUnknown):
-    pass
+@functools.cache
+def _storable_text_dumpers() -> tuple[type, ...]:
+    """psycopg's dumpers of `str` (binary, then text: the last registered is the default),
+    each storing NUL as U+FFFD."""
+    from psycopg.types.string import StrBinaryDumper, StrDumperUnknown
 
-
-class _StorableBinaryText(_WithoutNul, StrBinaryDumper):
-    pass
+    return tuple(
+        type(f"Storable{base.__name__}", (_WithoutNul, base), {})
+        for base in (StrBinaryDumper, StrDumperUnknown)
+    )
 
 
 class PostgresDatabase(PooledPostgresqlDatabase):
@@ -42,8 +50,8 @@ class PostgresDatabase(PooledPostgresqlDatabase):
 
     def _connect(self):
         connection = super()._connect()
-        connection.adapters.register_dumper(str, _StorableBinaryText)
-        connection.adapters.register_dumper(str, _StorableText)  # the last one is the default
+        for dumper in _storable_text_dumpers():
+            connection.adapters.register_dumper(str, dumper)
         return connection
 
     def begin(self, lock_type=None):
@@ -54,6 +62,12 @@ class PostgresDatabase(PooledPostgresqlDatabase):
 def postgres_database(url: str, max_connections: int) -> PostgresDatabase:
     """The database at `url`, not yet connected; connections are opened as threads need them
     (the server's `max_connections` must leave room for every instance's busiest moment)."""
+    try:
+        import psycopg  # noqa: F401 (only whether it is there)
+    except ImportError:
+        raise ImproperlyConfigured(
+            "a postgresql:// database needs psycopg: install envoy-proxy[postgres]"
+        ) from None
     return PostgresDatabase(
         url.replace("postgres://", "postgresql://", 1),
         prefer_psycopg3=True,

@@ -357,6 +357,34 @@ def test_a_database_password_is_masked_like_the_other_secrets():
     assert config.url_passwords("/var/lib/envoy-proxy/envoy-proxy.sqlite3") == []
 
 
+WITHOUT_PSYCOPG = """
+import sys
+sys.modules["psycopg"] = None  # not installed: envoy-proxy without its postgres extra
+import db
+from daemon import config, startup
+db.open_database(sys.argv[1])
+print(db.migrate())
+db.close_database()
+cfg = config.load(environ={"ENVOY_PROXY_DB": "postgresql://envoy@db.example/envoy"},
+                  require=False)
+try:
+    startup.open_state(cfg)
+except startup.StartupRefused as refused:
+    print(refused)
+"""
+
+
+def test_sqlite_needs_no_postgres_driver_and_postgres_says_which_to_install(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PSYCOPG, str(tmp_path / "plain.sqlite3")],
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    version, refusal = run.stdout.splitlines()
+    assert version == str(db.SCHEMA_VERSION)
+    assert "needs psycopg: install envoy-proxy[postgres]" in refusal
+
+
 def test_a_location_is_shown_without_its_password():
     shown = db.describe_location("postgresql://envoy:s3cret@db.example:5432/envoy?sslmode=require")
     assert shown == "postgresql://envoy:***@db.example:5432/envoy?sslmode=require"
