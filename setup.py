@@ -10,6 +10,9 @@ VERSION = re.search(
     Path(__file__).with_name("daemon").joinpath("__init__.py").read_text(),
 ).group(1)
 
+# psycopg 3 (peewee's PostgresqlDatabase prefers it); the binary build brings its own libpq.
+POSTGRES_DRIVER = "psycopg[binary]>=3.1"
+
 setup(
     name="envoy-proxy",
     version=VERSION,
@@ -43,7 +46,10 @@ setup(
         "prometheus_client>=0.20",
     ],
     extras_require={
+        # PostgreSQL instead of the embedded SQLite (ENVOY_PROXY_DB=postgresql://…).
+        "postgres": [POSTGRES_DRIVER],
         "test": [
+            POSTGRES_DRIVER,  # the suite runs the database tests on both engines
             "pytest>=8",
             "time-machine>=2.14",
             "hypothesis>=6.100",

@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         for request in sign_ins(100, "warm", settings):
             call(app, request)
         requests = sign_ins(args.events, "cpu", settings)
-        counter = _count_statements(db.database) if args.profile else None
+        counter = _count_statements(db.database.obj) if args.profile else None
         accept = _measure(lambda: {call(app, r) for r in requests}, args, counter)
         with db.database.connection_context():
             issue = _measure(lambda: _run_until_done(run_due, ctx), args, counter)

@@ -7,6 +7,7 @@ them). The CLI flags, `--help`, validation and the README's table all derive fro
 import argparse
 import logging
 import os
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,12 @@ OPTIONS: tuple[Option, ...] = (
         "https://api.proxy.com",
         "Proxy API base URL (confirm it against your Proxy tenant).",
     ),
-    Option("db", "ENVOY_PROXY_DB", "envoy-proxy.sqlite3", "SQLite database file."),
+    Option(
+        "db",
+        "ENVOY_PROXY_DB",
+        "envoy-proxy.sqlite3",
+        "SQLite database file, or a postgresql:// URL (README, Database).",
+    ),
     Option("listen", "ENVOY_PROXY_LISTEN", "127.0.0.1:8080", "Address to serve on, host:port."),
     Option(
         "admin_password",
@@ -144,6 +150,15 @@ OPTIONS: tuple[Option, ...] = (
 _BY_NAME = {option.name: option for option in OPTIONS}
 
 
+def url_passwords(location: str) -> list[str]:
+    """The password of a `postgresql://user:password@host/…` URL, as written and as decoded
+    (either may turn up in a message); none for a file name."""
+    if "://" not in location:
+        return []
+    written = urllib.parse.urlsplit(location).netloc.rpartition("@")[0].partition(":")[2]
+    return [p for p in dict.fromkeys((written, urllib.parse.unquote(written))) if p]
+
+
 @dataclass(frozen=True)
 class Config:
     """Validated settings. `repr` never shows a secret."""
@@ -160,10 +175,14 @@ class Config:
         shown = {
             k: ("***" if _BY_NAME[k].secret and v else v) for k, v in sorted(self.values.items())
         }
+        for password in url_passwords(shown.get("db") or ""):
+            shown["db"] = shown["db"].replace(password, "***")
         return f"Config({shown})"
 
     def secrets(self) -> list[str]:
-        return [self.values[o.name] for o in OPTIONS if o.secret and self.values[o.name]]
+        """Every value to mask: the secret settings and a password in the database URL."""
+        named = [self.values[o.name] for o in OPTIONS if o.secret and self.values[o.name]]
+        return named + url_passwords(self.values.get("db") or "")
 
     def replace(self, **changes: Any) -> "Config":
         return Config({**self.values, **changes})

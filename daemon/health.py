@@ -16,16 +16,14 @@ error texts), and a `detail` for the admin (status page, CLI), with secrets mask
 """
 
 import logging
-import sqlite3
 import threading
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import db
 from daemon.retry import MAX_RETRY_AFTER_SECONDS
-from db import Action
+from db import Action, write_probe
 
 log = logging.getLogger("envoy_proxy.health")
 
@@ -65,33 +63,6 @@ class Verdict:
 
 def _no_mask(text: str) -> str:
     return text
-
-
-def write_probe(path: str | None, timeout: float = PROBE_TIMEOUT_SECONDS) -> str | None:
-    """None when a write to the database file at `path` commits, else SQLite's reason.
-
-    A real, durable write (the schema version written back unchanged, in one IMMEDIATE
-    transaction): a rolled-back one writes nothing, so it passes on a file made immutable or a
-    file system remounted read-only, where the daemon's own writes fail. Its own connection
-    with its own busy timeout, outside the pool (10 s) and the process's queue of writers: a
-    locked database gives an answer within `timeout`. `mode=rw` never creates the file: a
-    database deleted under the running daemon is reported, not replaced.
-    """
-    if not path or path == ":memory:":
-        return None
-    uri = f"file:{urllib.parse.quote(path)}?mode=rw"
-    try:
-        connection = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            (version,) = connection.execute("PRAGMA user_version").fetchone()
-            connection.execute(f"PRAGMA user_version = {int(version)}")
-            connection.execute("COMMIT")
-        finally:
-            connection.close()  # rolls back whatever did not commit
-    except sqlite3.Error as error:
-        return str(error)
-    return None
 
 
 def _pending():

@@ -9,11 +9,18 @@ never a new key that could not read them. `envoy-proxy init` creates a database 
 for a key that exists before the first start (systemd's LoadCredential).
 
 These refusals change nothing on disk and exit 2, like a bad setting.
+
+On PostgreSQL (`ENVOY_PROXY_DB=postgresql://…`) the database is the admin's to create: an
+empty one (no envoy-proxy tables) is what a first start or `init` fills, and the same
+refusals hold for a key file beside an empty database or stored secrets without the key.
+There is no lock file: several instances share the database and coordinate in it.
 """
 
 import fcntl
 import logging
 import os
+
+import peewee
 
 import db
 from daemon import config
@@ -41,7 +48,7 @@ class InstanceLock:
 
     @classmethod
     def acquire(cls, db_path: str, *, make_directory: bool = False) -> "InstanceLock":
-        if db_path == MEMORY:
+        if db_path == MEMORY or db.is_postgres_url(db_path):
             return cls(None)
         path = os.path.realpath(db_path) + ".lock"
         if make_directory:
@@ -73,19 +80,39 @@ def lock_database(cfg: config.Config) -> InstanceLock:
     a daemon that has run before and finds no directory leaves nothing behind.
     """
     has_run = os.path.exists(cfg.key_file)
-    if has_run and cfg.db != MEMORY and not os.path.isdir(os.path.dirname(os.path.abspath(cfg.db))):
+    if has_run and _is_file(cfg.db) and not os.path.isdir(os.path.dirname(os.path.abspath(cfg.db))):
         raise _lost_database(cfg, "does not exist")
     return InstanceLock.acquire(cfg.db, make_directory=not has_run)
 
 
-def _blank(path: str) -> bool:
-    """Missing or 0 bytes: nothing SQLite would find in it."""
-    return path != MEMORY and (not os.path.exists(path) or os.path.getsize(path) == 0)
+def _is_file(location: str) -> bool:
+    return location != MEMORY and not db.is_postgres_url(location)
+
+
+def _blank(location: str) -> bool:
+    """A file missing or of 0 bytes: nothing SQLite would find in it. (An empty PostgreSQL
+    database is told by its schema version, once connected.)"""
+    return _is_file(location) and (not os.path.exists(location) or os.path.getsize(location) == 0)
+
+
+def _connect(location: str, *, create: bool) -> None:
+    """Open the database and make sure it answers: a server that cannot be reached is a
+    refusal naming the server (never its password), not a traceback; so is a missing driver."""
+    try:
+        db.open_database(location, create=create)
+        with db.database.connection_context():
+            pass
+    except (peewee.OperationalError, peewee.ImproperlyConfigured) as error:
+        db.close_database()
+        raise StartupRefused(
+            f"cannot connect to the database {db.describe_location(location)}: {str(error).strip()}"
+        ) from None
 
 
 def _lost_database(cfg: config.Config, what: str) -> StartupRefused:
+    where = db.describe_location(cfg.db)
     return StartupRefused(
-        f"the database {cfg.db} {what}, but the key file {cfg.key_file} shows that a daemon "
+        f"the database {where} {what}, but the key file {cfg.key_file} shows that a daemon "
         f"has run with this configuration: starting on an empty database would forget every "
         f"pending ending. Restore the database from a backup (or fix ENVOY_PROXY_DB / --db); "
         f"to start afresh on purpose, remove the key file too, or run `envoy-proxy init`"
@@ -102,25 +129,28 @@ def open_state(cfg: config.Config) -> SecretBox:
         raise _lost_database(
             cfg, "is empty (0 bytes)" if os.path.exists(cfg.db) else "does not exist"
         )
-    first_start = _blank(cfg.db)
-    db.open_database(cfg.db, create=first_start)
+    _connect(cfg.db, create=_blank(cfg.db))
     try:
         with db.database.connection_context():
             version = db.schema_version()
-            if version == 0 and has_run and cfg.db != MEMORY:
+            first_start = version == 0
+            if first_start and has_run and cfg.db != MEMORY:
                 raise _lost_database(cfg, "holds no envoy-proxy tables")
             sealed = _a_stored_secret() if version else None
             if sealed is not None and not has_run:
                 raise StartupRefused(
-                    f"the key file {cfg.key_file} is missing, but the database {cfg.db} holds "
-                    f"Proxy secrets encrypted with it; a new key could not read them. Restore "
-                    f"the key file (from the backup, or the credential systemd hands in)"
+                    f"the key file {cfg.key_file} is missing, but the database "
+                    f"{db.describe_location(cfg.db)} holds Proxy secrets encrypted with it; a "
+                    f"new key could not read them. Restore the key file (from the backup, or "
+                    f"the credential systemd hands in)"
                 )
             db.migrate()
         box = SecretBox.from_key_file(cfg.key_file, create=sealed is None)
         if first_start:
             log.info(
-                "first start: created the database %s and the key file %s", cfg.db, cfg.key_file
+                "first start: created the database %s and the key file %s",
+                db.describe_location(cfg.db),
+                cfg.key_file,
             )
         if sealed is not None:
             _check_key(box, cfg, sealed)
@@ -146,7 +176,8 @@ def _check_key(box: SecretBox, cfg: config.Config, sealed: str) -> None:
     except SecretBoxError:
         raise StartupRefused(
             f"the key file {cfg.key_file} does not decrypt the Proxy secrets stored in "
-            f"{cfg.db} (was it replaced?); restore the key file that belongs to this database"
+            f"{db.describe_location(cfg.db)} (was it replaced?); restore the key file that "
+            "belongs to this database"
         ) from None
 
 
@@ -157,27 +188,35 @@ def open_existing(path: str) -> None:
             f"no database at {path}: point ENVOY_PROXY_DB or --db at the daemon's database"
             + (" (that file is empty)" if os.path.exists(path) else "")
         )
-    db.open_database(path, create=False)
+    _connect(path, create=False)
     with db.database.connection_context():
         version = db.schema_version()
     if version == 0 and path != MEMORY:
         db.close_database()
-        raise StartupRefused(f"{path} holds no envoy-proxy tables: not the daemon's database")
+        raise StartupRefused(
+            f"{db.describe_location(path)} holds no envoy-proxy tables: not the daemon's database"
+        )
 
 
 def init(cfg: config.Config) -> None:
     """Create an empty, migrated database on purpose; refuse if one is already there.
 
-    The instance lock keeps a daemon from starting on the file while it is being made.
+    The instance lock keeps a daemon from starting on the file while it is being made. On
+    PostgreSQL the admin creates the database; `init` fills an empty one with the tables.
     """
-    if not _blank(cfg.db):
+    where = db.describe_location(cfg.db)
+    if _is_file(cfg.db) and not _blank(cfg.db):
         raise StartupRefused(f"{cfg.db} already exists: `init` only creates a new database")
     lock = InstanceLock.acquire(cfg.db, make_directory=True)
     try:
-        db.open_database(cfg.db, create=True)
+        _connect(cfg.db, create=True)
         with db.database.connection_context():
+            if db.schema_version() != 0:
+                raise StartupRefused(
+                    f"{where} already holds envoy-proxy tables: `init` only fills an empty database"
+                )
             db.migrate()
-        print(f"created the database {cfg.db}")
+        print(f"created the database {where}")
     finally:
         db.close_database()
         lock.release()

@@ -1,12 +1,28 @@
 """Storage: the peewee models, their migrations and the few queries the daemon needs.
 
-This package imports nothing else of ours. The database is deferred (`database.init()` at
-start) so that tests, the CLI and the daemon open whichever file they are given.
+This package imports nothing else of ours. The database is deferred (`open_database()` at
+start) so that tests, the CLI and the daemon open whichever SQLite file or PostgreSQL URL they
+are given.
 """
 
-from db.connection import close_database, database, open_database, truncate_wal
+from db.connection import (
+    close_database,
+    database,
+    describe_location,
+    is_postgres,
+    open_database,
+    truncate_wal,
+)
+from db.engines import (
+    like_pattern,
+    lock_within_transaction,
+    refresh_statistics,
+    schema_version,
+    stored_bytes,
+    write_probe,
+)
 from db.lookups import grant_by_id, install_by_id, install_or_none
-from db.migrations import SCHEMA_VERSION, migrate, refresh_statistics, schema_version
+from db.migrations import SCHEMA_VERSION, migrate
 from db.models import (
     LIVE_STATES,
     Action,
@@ -22,6 +38,7 @@ from db.models import (
     WatchlistEntry,
     now_epoch,
 )
+from db.postgres import is_postgres_url
 
 __all__ = [
     "LIVE_STATES",
@@ -39,13 +56,20 @@ __all__ = [
     "WatchlistEntry",
     "close_database",
     "database",
+    "describe_location",
     "grant_by_id",
     "install_by_id",
     "install_or_none",
+    "is_postgres",
+    "is_postgres_url",
+    "like_pattern",
+    "lock_within_transaction",
     "migrate",
     "now_epoch",
     "open_database",
     "refresh_statistics",
     "schema_version",
+    "stored_bytes",
     "truncate_wal",
+    "write_probe",
 ]

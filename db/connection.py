@@ -1,4 +1,7 @@
-"""Opening the SQLite file the way a revocation store must be opened.
+"""Opening the database: a SQLite file the way a revocation store must be opened, or
+PostgreSQL when `ENVOY_PROXY_DB` is a `postgresql://` URL (`db.postgres`).
+
+`database` is a proxy the models are bound to; `open_database` points it at either engine.
 
 WAL for concurrent readers, `synchronous=FULL` so that a committed revocation survives a power
 cut, foreign keys on, a busy timeout, and every write transaction begun IMMEDIATE: a deferred
@@ -18,8 +21,12 @@ Two measured choices (BENCHMARKS.md):
 
 import os
 import threading
+import urllib.parse
 
+from peewee import DatabaseProxy
 from playhouse.pool import PooledSqliteDatabase
+
+from db.postgres import PostgresDatabase, is_postgres_url, postgres_database
 
 PRAGMAS = (
     ("journal_mode", "wal"),
@@ -31,6 +38,9 @@ PRAGMAS = (
     ("secure_delete", 1),
 )
 _WRITE_LOCKS = ("IMMEDIATE", "EXCLUSIVE")
+# Waitress' threads, the runner's (each holds one across its Proxy calls), the scheduler's,
+# the hook's: about 100 at the busiest.
+MAX_CONNECTIONS = 160
 
 
 class QueuedWriterDatabase(PooledSqliteDatabase):
@@ -70,14 +80,15 @@ class QueuedWriterDatabase(PooledSqliteDatabase):
             self._writer.release()
 
 
-database = QueuedWriterDatabase(
+_sqlite = QueuedWriterDatabase(
     None,
     pragmas=PRAGMAS,
     lock_type="IMMEDIATE",
     check_same_thread=False,
-    max_connections=160,  # Waitress' threads, the runner's, the scheduler's, the hook's
+    max_connections=MAX_CONNECTIONS,
     timeout=30,  # wait this long for a free connection rather than fail at once
 )
+database = DatabaseProxy()
 
 
 def _create_private_file(path: str) -> None:
@@ -89,28 +100,57 @@ def _create_private_file(path: str) -> None:
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
-def open_database(path: str, *, create: bool = True) -> PooledSqliteDatabase:
-    """Point the shared database at `path`, creating the file 0600 if needed and allowed.
+def open_database(location: str, *, create: bool = True):
+    """Point the shared database at `location`: a `postgresql://` URL, or a SQLite file,
+    created 0600 if needed and allowed.
 
     With `create=False` a missing file raises FileNotFoundError: the daemon and the admin
-    commands must not replace a database that went missing with an empty one.
+    commands must not replace a database that went missing with an empty one. (A PostgreSQL
+    database is created by its admin, never by us.)
     """
-    if not create and path != ":memory:" and not os.path.exists(path):
-        raise FileNotFoundError(f"no database at {path}")
-    _create_private_file(path)
     close_database()
-    database.init(path)
+    if is_postgres_url(location):
+        database.initialize(postgres_database(location, MAX_CONNECTIONS))
+        return database
+    if not create and location != ":memory:" and not os.path.exists(location):
+        raise FileNotFoundError(f"no database at {location}")
+    _create_private_file(location)
+    _sqlite.init(location)
+    database.initialize(_sqlite)
     return database
+
+
+def is_postgres() -> bool:
+    """Whether the open database is PostgreSQL (else SQLite)."""
+    return isinstance(database.obj, PostgresDatabase)
+
+
+def describe_location(location: str | None) -> str | None:
+    """`location` as people may see it: a file's absolute path, a URL without its password."""
+    if not location or location == ":memory:":
+        return location
+    if not is_postgres_url(location):
+        return os.path.abspath(location)
+    url = urllib.parse.urlsplit(location)
+    if url.password is None:
+        return location
+    host = url.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(url._replace(netloc=f"{url.username or ''}:***@{host}"))
 
 
 def truncate_wal() -> bool:
     """Copy the WAL into the database and empty it, so that text erased since the last
-    checkpoint lingers nowhere; False when a reader kept it from finishing (try again)."""
+    checkpoint lingers nowhere; False when a reader kept it from finishing (try again).
+
+    PostgreSQL has no file of ours to empty (its own WAL is the server's): True at once.
+    """
+    if is_postgres():
+        return True
     busy, _, _ = database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     return not busy
 
 
 def close_database() -> None:
-    """Close every pooled connection (the process is stopping or switching files)."""
-    if database.database is not None:
-        database.close_all()
+    """Close every pooled connection (the process is stopping or switching databases)."""
+    if database.obj is not None and database.obj.database is not None:
+        database.obj.close_all()

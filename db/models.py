@@ -9,7 +9,6 @@ import json
 import time
 
 from peewee import (
-    BooleanField,
     CharField,
     ForeignKeyField,
     IntegerField,
@@ -57,6 +56,17 @@ class JSONField(TextField):
             return json.loads(value)
         except ValueError:
             return Unreadable(value)
+
+
+class FlagField(IntegerField):
+    """A yes/no kept as 0 or 1, as the schema's INTEGER columns hold it on either engine
+    (PostgreSQL will not compare an integer column with a boolean)."""
+
+    def db_value(self, value):
+        return None if value is None else int(bool(value))
+
+    def python_value(self, value):
+        return None if value is None else bool(value)
 
 
 class GrantState(enum.StrEnum):
@@ -160,10 +170,10 @@ class Grant(BaseModel):
     proxy_person_id = CharField(null=True, index=True)
     # Whether we created that person (a visitor we imported): only then does a visit set its
     # status. None: not known yet (not issued, or issued by a version before schema 6).
-    person_ours = BooleanField(null=True)
+    person_ours = FlagField(null=True)
     # An import of ours whose fate was unknown (Proxy may carry it out after we gave up): at
     # the end, every person with this email that carries our marker is ended, twins included.
-    twins_possible = BooleanField(default=False)
+    twins_possible = FlagField(default=False)
     # Groups whose tags the person lacked when we issued: the ones we take away at the end.
     added_group_ids = JSONField(default=list)
     # A `suspended` we scheduled in Proxy at the end, as a net if the daemon is down then.
@@ -175,7 +185,7 @@ class Grant(BaseModel):
     job_id = CharField(null=True)  # the Envoy job to update when the outcome is known
     # Closed while its entry awaits approval in Envoy: only an event showing it approved
     # opens the subject again (daemon/rules/policy.py, `Close.hold`).
-    on_hold = BooleanField(default=False)
+    on_hold = FlagField(default=False)
     last_error = TextField(null=True)
     created_at = IntegerField(default=now_epoch)
     updated_at = IntegerField(default=now_epoch)
@@ -203,7 +213,7 @@ class Action(BaseModel):
     claimed_until = IntegerField(null=True, index=True)
     attempts = IntegerField(default=0)
     last_error = TextField(null=True)
-    done = BooleanField(default=False)
+    done = FlagField(default=False)
     outcome = CharField(null=True)  # done | cancelled | dead
     done_at = IntegerField(null=True)
     created_at = IntegerField(default=now_epoch)
@@ -246,7 +256,7 @@ class Verification(BaseModel):
     decision = CharField()  # approved | review
     reason = TextField(null=True)
     watchlist_entry = ForeignKeyField(WatchlistEntry, null=True, on_delete="SET NULL")
-    deadline_hit = BooleanField(default=False)
+    deadline_hit = FlagField(default=False)
     duration_ms = IntegerField()
     decided_at = IntegerField(default=now_epoch, index=True)
 

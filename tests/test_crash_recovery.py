@@ -10,7 +10,7 @@ import requests
 import db
 from sandbox.envoy import EnvoySimulator, entry_event
 from tests.fixtures.daemon import SITE_CONFIG
-from tests.fixtures.daemon_process import CLIENT_SECRET, prepare_install
+from tests.fixtures.daemon_process import CLIENT_SECRET, prepare_install, state_database
 
 
 def _sign_in(entry_id="e-1", email="ada@example.com"):
@@ -37,7 +37,7 @@ def _send_while_hanging(daemon, proxy_sandbox, body, hang_prefix):
 
 
 def _grants(state):
-    db.open_database(str(state / "daemon.sqlite3"))
+    db.open_database(state_database(state))
     try:
         return [(g.state, g.proxy_person_id) for g in db.Grant.select()]
     finally:
@@ -103,7 +103,7 @@ def test_restart_runs_overdue_ends_before_reporting_ready(start_daemon, tmp_path
     first.process.send_signal(signal.SIGTERM)
     assert first.process.wait(timeout=10) == 0
     # While the daemon is down, the visit's end passes.
-    db.open_database(str(state / "daemon.sqlite3"))
+    db.open_database(state_database(state))
     past = int(time.time()) - 60
     db.Grant.update(ends_at=past).execute()
     db.Action.update(due_at=past, next_attempt_at=past).where(db.Action.kind == "revoke").execute()

@@ -96,6 +96,7 @@ def test_a_dead_or_stalled_scheduler_is_unhealthy(watched):
         stalled.shutdown()
 
 
+@pytest.mark.sqlite_only
 def test_a_locked_database_answers_503_within_about_a_second(daemon):
     holder = sqlite3.connect(daemon.ctx.config.db, isolation_level=None)
     try:
@@ -112,6 +113,7 @@ def test_a_locked_database_answers_503_within_about_a_second(daemon):
     assert _healthz(daemon).status_code == 200
 
 
+@pytest.mark.sqlite_only
 def test_a_database_file_deleted_under_the_daemon_is_503_and_not_recreated(daemon):
     path = daemon.ctx.config.db
     assert _healthz(daemon).status_code == 200
@@ -242,6 +244,7 @@ def test_the_cli_status_prints_the_reasons(database, capsys, monkeypatch, tmp_pa
     assert out.index("UNHEALTHY") < out.index("scheduler:")
 
 
+@pytest.mark.sqlite_only
 def test_the_check_reads_the_pending_index_only(database, caplog):
     """Every query of the check walks an index of pending actions (`action_pending` or, for
     the endings, `action_kind_next`), never the whole table: measured at 1,000,000 pending

@@ -9,12 +9,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 import db
 from sandbox.envoy import EnvoySimulator, entry_event
 from tests.fixtures.daemon import SITE_CONFIG
 from tests.fixtures.daemon_process import CLIENT_SECRET, prepare_install
+
+pytestmark = pytest.mark.sqlite_only  # it poisons and repairs the database file by hand
 
 
 def _poison(path) -> int:

@@ -126,6 +126,7 @@ def test_hanging_proxy_is_answered_within_the_deadline_and_no_credential_stays(d
     assert daemon.persons("ada@example.com")[0]["status"] == "active"
 
 
+@pytest.mark.sqlite_only
 def test_a_watchlist_hit_under_a_held_write_lock_is_a_412_within_the_deadline(daemon, tmp_path):
     """Another process holds the database's write lock: the decision needs reads only, and
     recording it must not hold the answer (it used to be a 500 after 10 s: Envoy let the

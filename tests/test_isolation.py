@@ -149,19 +149,19 @@ def test_a_damaged_row_fails_its_own_work_only(daemon):
     assert daemon.send(bob).status_code == 202  # its issue is due, not yet run
     with db.database.connection_context():
         [bobs] = [g for g in db.Grant.select() if g.email == "bob@example.com"]
-        db.database.execute_sql(
-            'UPDATE "grant" SET group_ids = \'["grp-vis\' WHERE id = ?', (bobs.id,)
-        )
-        db.database.execute_sql(
-            "UPDATE action SET payload = '{not json' WHERE grant_id = ? AND kind = 'issue'",
-            (bobs.id,),
-        )
+        unreadable = db.models.Unreadable  # written as the text it holds: not JSON
+        db.Grant.update(group_ids=unreadable('["grp-vis')).where(db.Grant.id == bobs.id).execute()
+        db.Action.update(payload=unreadable("{not json")).where(
+            (db.Action.grant == bobs.id) & (db.Action.kind == "issue")
+        ).execute()
     signed_out = daemon.deliver(_entry(daemon, "e-1", "ada@example.com", "entry_sign_out",
                                        signed_out_at=time.time()))  # fmt: skip
     assert signed_out.status_code == 200
     assert daemon.persons("ada@example.com")[0]["tags"] == []
     with db.database.connection_context():
-        damaged = list(db.Action.select().where(db.Action.grant == bobs.id))
-        assert all(a.last_error for a in damaged if a.kind == "issue"), "its own error, shown"
-        assert db.Action.get_by_id(damaged[0].id).payload.text == "{not json", "kept as it was"
+        [issue] = db.Action.select().where(
+            (db.Action.grant == bobs.id) & (db.Action.kind == "issue")
+        )
+        assert issue.last_error, "its own error, shown"
+        assert issue.payload.text == "{not json", "kept as it was"
     assert daemon.persons("bob@example.com") == []

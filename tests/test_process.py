@@ -7,7 +7,13 @@ import pytest
 
 from sandbox.envoy import EnvoySimulator, entry_event
 from tests.fixtures.daemon import SITE_CONFIG
-from tests.fixtures.daemon_process import ADMIN_PASSWORD, CLIENT_SECRET, prepare_install
+from tests.fixtures.daemon_process import (
+    ADMIN_PASSWORD,
+    CLIENT_SECRET,
+    prepare_install,
+    state_database,
+)
+from tests.fixtures.postgres import file_backed
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -19,7 +25,8 @@ def test_daemon_serves_then_exits_0_on_signal(start_daemon, tmp_path, signum):
     log = daemon.log()
     assert "stopped" in log
     assert CLIENT_SECRET not in log and ADMIN_PASSWORD not in log
-    assert (tmp_path / "state" / "daemon.sqlite3").stat().st_mode & 0o777 == 0o600
+    if file_backed(state_database(tmp_path / "state")):
+        assert (tmp_path / "state" / "daemon.sqlite3").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "state" / "secret.key").stat().st_mode & 0o777 == 0o600
 
 

@@ -6,10 +6,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 from cryptography.fernet import Fernet
 
 from daemon.__main__ import main
 from tests.fixtures.daemon_process import prepare_install
+
+# The database file, its lock file and its path; PostgreSQL's refusals: tests/test_postgres.py.
+pytestmark = pytest.mark.sqlite_only
 
 
 def _files(tmp_path):

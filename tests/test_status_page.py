@@ -162,6 +162,7 @@ def test_user_and_password_are_both_compared_in_constant_time(daemon, monkeypatc
     assert len(calls) == 4
 
 
+@pytest.mark.sqlite_only
 def test_the_page_answers_while_a_writer_holds_the_database(daemon):
     """The report is one read transaction (DEFERRED): it never waits for the write lock."""
     auth = _with_password(daemon)

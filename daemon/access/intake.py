@@ -36,7 +36,16 @@ from daemon.rules.protect import EMPLOYEE_EVENTS, is_employee_event, plan_employ
 from daemon.rules.request import Answer, BadRequest, EnvoyRequest
 from daemon.rules.settings import Settings
 from daemon.rules.visits import Visit, usable_email
-from db import LIVE_STATES, Event, Grant, GrantState, Install, database, now_epoch
+from db import (
+    LIVE_STATES,
+    Event,
+    Grant,
+    GrantState,
+    Install,
+    database,
+    lock_within_transaction,
+    now_epoch,
+)
 
 log = logging.getLogger("envoy_proxy.events")
 
@@ -169,6 +178,8 @@ def _apply(request: EnvoyRequest, visit: Visit, now: int) -> tuple[Answer, int |
     """Plan one event and write what it changes; call inside the event's transaction.
 
     Returns the answer and, when it is 202, the grant whose due work the job waits on."""
+    # Another instance planning the same visit now would read the same old grant.
+    lock_within_transaction(f"grant {request.install_id} {visit.subject}")
     install = install_for_event(request, now)
     settings = Settings.from_config(install.config or {})
     if is_employee_event(request.event, visit):

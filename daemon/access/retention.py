@@ -29,6 +29,7 @@ from db import (
     GrantState,
     database,
     install_or_none,
+    like_pattern,
     now_epoch,
     truncate_wal,
 )
@@ -166,7 +167,7 @@ def scrub(value, literals=()):
 def _like(column: Field, pattern: str) -> Expression:
     """`column` matches the LIKE `pattern`, ignoring case; the pattern is not run through
     JSON fields' own conversion."""
-    return Expression(column, OP.ILIKE, Value(pattern, converter=False))
+    return Expression(column, OP.ILIKE, Value(like_pattern(pattern), converter=False))
 
 
 def _mentions(column: Field, text: str) -> Expression:

@@ -1,8 +1,9 @@
 """Admin commands on the daemon's own database: status, grants, revoke, retry, backup, watchlist,
 audit, uninstall.
 
-They open the same SQLite file as the running daemon (WAL lets them read while it serves, and
-their writes are short IMMEDIATE transactions) and take the same settings as `serve`. Errors go
+They open the same database as the running daemon (a SQLite file: WAL lets them read while it
+serves, and their writes are short IMMEDIATE transactions; or PostgreSQL) and take the same
+settings as `serve`. Errors go
 to stderr with a non-zero exit: 1 when the command failed, 2 for a setting, 75 (EX_TEMPFAIL)
 when a revocation is recorded but left to the daemon because Proxy did not answer. What a
 command changes is in the audit trail, under `cli:<OS user>`.
@@ -469,6 +470,11 @@ def _retry(args, cfg) -> int:
 
 
 def _backup(args, cfg) -> int:
+    if db.is_postgres():
+        raise AdminError(
+            "backup copies a SQLite file; a PostgreSQL database is backed up with its own "
+            "tools: pg_dump (README, Database)"
+        )
     target = os.path.abspath(args.path)
     if os.path.exists(target) and not args.force:
         raise AdminError(f"{target} exists; pass --force to overwrite it")

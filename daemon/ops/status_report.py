@@ -280,8 +280,8 @@ def gather(
         "started_at": moment(int(started_at), home) if started_at is not None else None,
         "uptime_seconds": uptime,
         "database": {
-            "path": os.path.abspath(path) if path and path != ":memory:" else path,
-            "size_bytes": _file_size(path),
+            "path": db.describe_location(path),
+            "size_bytes": db.stored_bytes(path),
             "wal_bytes": _file_size(f"{path}-wal"),
             "schema_version": schema,
             "schema_expected": db.SCHEMA_VERSION,

@@ -1,0 +1,76 @@
+"""PostgreSQL, for several daemons on one database (README, "Database").
+
+The same models and migrations as on SQLite. Transactions run at PostgreSQL's default
+isolation (READ COMMITTED): the lock types the daemon passes for SQLite (`IMMEDIATE`,
+`DEFERRED`) name when SQLite takes its one write lock, which PostgreSQL does not have; it
+locks rows as they are written, and a conditional UPDATE re-checks its condition on the row it
+waited for. Connections come from a pool, like SQLite's.
+
+PostgreSQL's text cannot hold the NUL character, which SQLite stores and JSON can carry
+(`"\\u0000"` in a visitor's name, in a Proxy error): each becomes U+FFFD on its way in, so
+that such an event is planned (its ending kept) rather than failing on every retry.
+
+psycopg is the optional dependency `envoy-proxy[postgres]`: imported only for PostgreSQL.
+"""
+
+import functools
+
+from peewee import ImproperlyConfigured
+from playhouse.pool import PooledPostgresqlDatabase
+
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(location: str) -> bool:
+    return location.startswith(URL_SCHEMES)
+
+
+NUL, REPLACEMENT = "\x00", "\ufffd"
+
+
+class _WithoutNul:
+    def dump(self, obj: str):
+        return super().dump(obj.replace(NUL, REPLACEMENT) if NUL in obj else obj)
+
+
+@functools.cache
+def _storable_text_dumpers() -> tuple[type, ...]:
+    """psycopg's dumpers of `str` (binary, then text: the last registered is the default),
+    each storing NUL as U+FFFD."""
+    from psycopg.types.string import StrBinaryDumper, StrDumperUnknown
+
+    return tuple(
+        type(f"Storable{base.__name__}", (_WithoutNul, base), {})
+        for base in (StrBinaryDumper, StrDumperUnknown)
+    )
+
+
+class PostgresDatabase(PooledPostgresqlDatabase):
+    """A pooled psycopg 3 connection to the database a `postgresql://` URL names."""
+
+    def _connect(self):
+        connection = super()._connect()
+        for dumper in _storable_text_dumpers():
+            connection.adapters.register_dumper(str, dumper)
+        return connection
+
+    def begin(self, lock_type=None):
+        """Begin at the default isolation, whatever SQLite lock type the caller names."""
+        super().begin()
+
+
+def postgres_database(url: str, max_connections: int) -> PostgresDatabase:
+    """The database at `url`, not yet connected; connections are opened as threads need them
+    (the server's `max_connections` must leave room for every instance's busiest moment)."""
+    try:
+        import psycopg  # noqa: F401 (only whether it is there)
+    except ImportError:
+        raise ImproperlyConfigured(
+            "a postgresql:// database needs psycopg: install envoy-proxy[postgres]"
+        ) from None
+    return PostgresDatabase(
+        url.replace("postgres://", "postgresql://", 1),
+        prefer_psycopg3=True,
+        max_connections=max_connections,
+        timeout=30,
+    )
