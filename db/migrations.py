@@ -207,6 +207,18 @@ STEPS.append(
     )
 )
 
+STEPS.append(
+    (
+        10,
+        "the reconciler's repair pass: when each grant's person was last compared",
+        [
+            'ALTER TABLE "grant" ADD COLUMN reconciled_at INTEGER',
+            # Live and recently ended grants, found without a walk over every ended one.
+            'CREATE INDEX grant_state_ends ON "grant" (state, ends_at)',
+        ],
+    )
+)
+
 SCHEMA_VERSION = STEPS[-1][0]
 
 

@@ -51,6 +51,7 @@ class ActionKind(enum.StrEnum):
     ISSUE = "issue"
     REVOKE = "revoke"
     JOB_UPDATE = "job_update"
+    RECONCILE = "reconcile"  # make one Proxy person match its grants (no grant of its own)
 
 
 class ActionOutcome(enum.StrEnum):
@@ -138,6 +139,9 @@ class Grant(BaseModel):
     added_group_ids = JSONField(default=list)
     # A `suspended` we scheduled in Proxy at the end, as a net if the daemon is down then.
     safety_net_at = IntegerField(null=True)
+    # When the reconciler last compared this grant's person with Proxy (the repair pass
+    # visits the persons compared longest ago first).
+    reconciled_at = IntegerField(null=True)
     starts_at = IntegerField()
     ends_at = IntegerField(null=True)
     state = CharField(default="pending", index=True)

@@ -42,10 +42,12 @@ def _nothing() -> None:
 class Outcome:
     """What an action did, and the write that records it in the grant. The caller runs
     `record` in the transaction that completes the action: the grant's new state and the
-    action's completion commit together."""
+    action's completion commit together. `ambiguous`: Proxy may still carry out a call we
+    gave up on (an import's twin), so the person is reconciled again a little later."""
 
     note: str
     record: Callable[[], None] = _nothing
+    ambiguous: bool = False
 
 
 def _same_person(grant: Grant, also=None):
@@ -273,7 +275,7 @@ def issue(ctx, grant: Grant, now: int) -> Outcome:
         for holder_id, at in net.reactivations:
             grants.reactivate_at(holder_id, at)
 
-    return Outcome(f"person {person['id']} active", record)
+    return Outcome(f"person {person['id']} active", record, ambiguous=grant.twins_possible)
 
 
 def revoke(ctx, grant: Grant, now: int) -> Outcome:
