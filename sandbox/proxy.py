@@ -766,6 +766,7 @@ class ProxySandbox:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._late: list[threading.Timer] = []  # calls still to be carried out (late_ms)
 
     # lifecycle
 
@@ -852,6 +853,14 @@ class ProxySandbox:
         with self._changed:
             self._drop_faults()
 
+    def land_late_calls(self, timeout: float = 10.0) -> None:
+        """Wait until every call a `late_ms` fault held back has been carried out (a test
+        settles what Proxy does after the client gave up before it checks the outcome)."""
+        with self._lock:
+            late, self._late = self._late, []
+        for timer in late:
+            timer.join(timeout)
+
     def persons(self, email: str | None = None) -> list[dict]:
         """Persons of every org and site as in state(), optionally only those with ``email``."""
         with self._lock:
@@ -899,6 +908,8 @@ class ProxySandbox:
         if late:
             later = threading.Timer(late / 1000, self._serve, (method, path, pairs, headers, raw))
             later.daemon = True
+            with self._lock:
+                self._late = [t for t in self._late if t.is_alive()] + [later]
             later.start()
             self._record(method, path, dict(pairs), None)
             return DROP

@@ -196,3 +196,22 @@ def test_a_reconcile_runs_as_an_action_of_its_own(daemon):
 
 def _epoch(iso: str) -> float:
     return time.mktime(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+
+
+def test_a_revoke_retried_late_keeps_the_end_the_grant_was_given(daemon):
+    """Found by the access property: a revoke retried after an unreadable answer recorded the
+    retry's instant as the grant's end, so its window (what reconcile and Envoy read) grew
+    with the outage."""
+    daemon.install()
+    _visit(daemon, "entry_sign_in", T0)
+    daemon.proxy.add_fault(status=503, count=20)
+    with time_machine.travel(T0 + 600, tick=False):
+        body = daemon.entry("entry_sign_out", entry_id="e-1", email=ADA, full_name="Ada",
+                            flow_id=FLOW, signed_in_at=T0, signed_out_at=T0 + 600)  # fmt: skip
+        daemon.send(body)
+        daemon.run_due(T0 + 600)
+    daemon.proxy.clear_faults()
+    with time_machine.travel(T0 + 730, tick=False):
+        daemon.run_due(T0 + 730)
+    [grant] = daemon.grants()
+    assert grant.state == "ended" and grant.ends_at == T0 + 600

@@ -325,8 +325,12 @@ def revoke(ctx, grant: Grant, now: int) -> Outcome:
 
 
 def _mark_ended(grant: Grant, now: int) -> None:
-    """Close the grant; an issue still waiting for a retry must not re-open access."""
+    """Close the grant; an issue still waiting for a retry must not re-open access.
+
+    Its window keeps the end it was given: a revoke retried through an outage ends access
+    late, but the grant's window (the access it stood for) does not grow with the retries."""
+    ends = now if grant.ends_at is None else min(grant.ends_at, now)
     Grant.update(
-        state=GrantState.ENDED, ends_at=now, updated_at=now, version=Grant.version + 1
+        state=GrantState.ENDED, ends_at=ends, updated_at=now, version=Grant.version + 1
     ).where(Grant.id == grant.id).execute()
     grants.drop_pending(grant, now, kind="issue")
