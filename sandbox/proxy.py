@@ -266,6 +266,7 @@ class Person:
     scheduled: list[Scheduled] = field(default_factory=list)
     invites_sent: int = 0
     resends: int = 0
+    created_at: float | None = None  # the sandbox clock when it was made (None: seeded)
 
     def status_at(self, now: float) -> str:
         """The latest scheduled status whose date has passed (later entries win ties)."""
@@ -289,6 +290,7 @@ class Person:
             "scheduledStatuses": [s.view() for s in self.scheduled],
             "invitesSent": self.invites_sent,
             "resends": self.resends,
+            "createdAt": self.created_at,
         }
 
 
@@ -550,6 +552,7 @@ def _create_person(world: World, site: dict, item: dict, body: dict) -> Person:
         details=dict(item.get("details", {})),
         photo=item.get("photo"),
         invites_sent=1 if body.get("sendInvite") else 0,
+        created_at=world.now(),
     )
     world.add_person(person)
     return person

@@ -20,6 +20,7 @@ from bench.common import (
     signed,
     wait_for,
 )
+from bench.oracle import Oracle, future_actives, timeline
 from sandbox.envoy import entry_event
 
 
@@ -166,3 +167,34 @@ def test_verification_approves_healthy_visitors_while_the_sweep_runs(tmp_path, s
     finally:
         daemon.stop()
     assert result.statuses == {200: 100}, result.describe()
+
+
+def _iso(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def _visit_of_a_minute(t0: float) -> Oracle:
+    oracle = Oracle(SITE_CONFIG)
+    body = dict(full_name="Ada", email="ada@example.com", flow_id="flow-visitor",
+                signed_in_at=t0, config=SITE_CONFIG, install_id=INSTALL_ID)  # fmt: skip
+    oracle.apply(entry_event("entry_sign_in", entry_id="e-1", **body), t0)
+    oracle.apply(entry_event("entry_sign_out", entry_id="e-1", signed_out_at=t0 + 60, **body),
+                 t0 + 60)  # fmt: skip
+    return oracle
+
+
+def test_the_timeline_check_names_access_that_came_back_after_its_window():
+    """Issue 16, item 1, as the campaigns now see it: suspended at the sign-out, `active`
+    again ten minutes later from an older schedule entry."""
+    t0 = 1_900_000_000
+    person = {"email": "ada@example.com", "createdAt": t0, "tags": [], "scheduledStatuses": [
+        {"status": "suspended", "scheduledDate": _iso(t0 + 61)},
+        {"status": "active", "scheduledDate": _iso(t0 + 600)},
+        {"status": "suspended", "scheduledDate": _iso(t0 + 1200)},
+    ]}  # fmt: skip
+    [problem] = timeline(_visit_of_a_minute(t0), [person], t0 + 1800, tolerance=20)
+    assert problem.startswith("timeline: ada@example.com is active at")
+    person["scheduledStatuses"][1]["status"] = "suspended"
+    assert timeline(_visit_of_a_minute(t0), [person], t0 + 1800, tolerance=20) == []
+    person["scheduledStatuses"].append({"status": "active", "scheduledDate": _iso(t0 + 3600)})
+    assert future_actives([person], t0 + 1800) != []
