@@ -215,3 +215,25 @@ def test_a_revoke_retried_late_keeps_the_end_the_grant_was_given(daemon):
         daemon.run_due(T0 + 730)
     [grant] = daemon.grants()
     assert grant.state == "ended" and grant.ends_at == T0 + 600
+
+
+def _protect(daemon, event, at):
+    out = at if event.endswith("out") else None
+    with time_machine.travel(at, tick=False):
+        body = daemon.entry(event, entry_id="emp-1", email=ERIN, full_name="Erin Employee",
+                            flow_id="flow-employee", employee_id="e-1", employee_screening=True,
+                            signed_in_at=T0, signed_out_at=out)  # fmt: skip
+        return daemon.deliver(body)
+
+
+def test_an_employee_an_admin_suspended_stays_suspended_and_protect_still_ends(daemon):
+    daemon.install(protect_enabled=True, protect_limit_access=True)
+    assert _protect(daemon, "employee_entry_sign_in", T0).status_code == 200
+    erin = _person(daemon, ERIN, T0 + 60)
+    _drift(daemon, erin, "suspended", ["staff"], T0 + 60)  # an admin locks her out meanwhile
+    assert _reconcile(daemon, ERIN, T0 + 60) == [], "never re-activated by the reconciler"
+    assert _protect(daemon, "employee_entry_sign_out", T0 + 600).status_code == 200
+    _drift(daemon, _person(daemon, ERIN, T0 + 700), "active", ["staff"], T0 + 700)
+    writes = _reconcile(daemon, ERIN, T0 + 700)
+    assert [w["path"].rsplit("/", 1)[-1] for w in writes] == ["scheduled-statuses"]
+    assert _person(daemon, ERIN, T0 + 760)["status"] == "suspended", "Protect ended: suspended"

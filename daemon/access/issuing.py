@@ -108,11 +108,21 @@ def _end_twins(client: ProxyClient, grant: Grant, person_id: str, tags: dict[str
     ]
     for twin in twins:
         log.warning("grant %s: ending twin Proxy person %s", grant.id, twin["id"])
-        client.schedule_status(twin["id"], "suspended")
-        for group, tag in tags.items():
-            if tag in (twin.get("tags") or []):
-                client.remove_from_group(group, twin["id"], email=grant.email)
+        end_twin(client, twin, tags)
     return len(twins)
+
+
+def end_twin(client: ProxyClient, twin: dict, tags: dict[str, str]) -> list[str]:
+    """Suspend a twin that is not suspended and take it out of these groups; what was done."""
+    done = []
+    if twin.get("status") != "suspended":
+        client.schedule_status(twin["id"], "suspended")
+        done.append(f"twin {twin['id']} suspended")
+    for group, tag in tags.items():
+        if tag in (twin.get("tags") or []):
+            client.remove_from_group(group, twin["id"], email=twin.get("email"))
+            done.append(f"twin {twin['id']} taken out of {group}")
+    return done
 
 
 def _issue_visitor(grant, client, tags, settings, now) -> tuple[dict, list[str], bool]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from peewee import fn
 
 from daemon.access import grants, outbox
-from daemon.access.issuing import Outcome, carries_our_marker
+from daemon.access.issuing import Outcome, carries_our_marker, end_twin
 from db import Action, ActionKind, Grant, GrantState, database, install_by_id
 
 log = logging.getLogger("envoy_proxy.reconcile")
@@ -36,9 +36,10 @@ class Desired:
     """What one person should be in Proxy, as its grants say.
 
     `status`: "active", "suspended", or None when the grants leave it as it is (a person that
-    existed before us and has no Protect grant, or an issue still under way). `give`: groups
-    the live grants need; `keep`: those that grants live or under way need; `take`: groups we
-    added that no grant needs any more. `end`: where Proxy's own net ends access."""
+    existed before us, unless its Protect grants have all ended; an issue still under way).
+    `give`: groups the live grants need; `keep`: those that grants live or under way need;
+    `take`: groups we added that no grant needs any more. `end`: where Proxy's own net ends
+    access."""
 
     person_id: str | None
     status: str | None
@@ -108,7 +109,9 @@ def desired(rows: list[Grant], now: int, ours: bool) -> Desired:
     live_setters = [g for g in setters if g in live]
     status = None
     if all(g.updated_at <= now - SETTLE_SECONDS for g in rows):  # else: may not be in force yet
-        if live_setters:
+        # Only a person we created is re-activated here: an employee an admin suspended in
+        # Proxy stays suspended, whatever its Protect grant says.
+        if live_setters and ours:
             status = "active"
         elif setters and not any(g in kept for g in setters):
             status = "suspended"
@@ -157,7 +160,7 @@ def reconcile(ctx, scope: str, email: str, now: int) -> Outcome:
     if person_id is not None or not want.keep:
         for twin in everyone:
             if twin.get("id") != person_id and carries_our_marker(twin):
-                _end_twin(client, twin, tags, done)
+                done.calls += end_twin(client, twin, tags)
     if done.calls:
         log.info("reconciled %s in %s: %s", email, scope, "; ".join(done.calls))
 
@@ -195,17 +198,6 @@ def _converge(client, person: dict, want: Desired, tags, now: int, done: Done) -
         done.calls.append(f"net at {want.end}")
         return want.end
     return None
-
-
-def _end_twin(client, twin: dict, tags: dict[str, str], done: Done) -> None:
-    have = set(twin.get("tags") or [])
-    if twin.get("status") == "active":
-        client.schedule_status(twin["id"], "suspended")
-        done.calls.append(f"twin {twin['id']} suspended")
-    for group, tag in tags.items():
-        if tag in have:
-            client.remove_from_group(group, twin["id"], email=twin.get("email"))
-            done.calls.append(f"twin {twin['id']} taken out of {group}")
 
 
 # -- when it runs ---------------------------------------------------------------------------
