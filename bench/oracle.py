@@ -221,45 +221,52 @@ LEAD = 3  # seconds: a scheduled status lands a second or two after its instant
 
 
 def timeline(
-    oracle: Oracle, persons: list[dict], at: float, tolerance: float, quiet=(), step=1.0
-) -> list[str]:
+    oracle: Oracle, persons: list[dict], at: float, tolerance: float, quiet=()
+) -> tuple[list[str], int]:
     """Differences between each person's status over time, replayed from its schedule as the
     sandbox applies it, and the union of its live windows as the events left them at each
-    instant (empty: they agree), up to `at`.
+    instant (empty: they agree), and how many instants were judged. Judged from the person's
+    first event (or creation) to `at`: later, the daemon's own due work (a re-activation after
+    a net, an invite's start) is part of the timeline, and Proxy's schedule alone does not
+    say it.
 
-    Instants within `tolerance` s after a change of the person's windows (the daemon's work
-    and its retries take that long), within LEAD s of a scheduled status (a net fires and
-    the person is re-activated a second later), or in a `quiet` interval (Proxy down: nothing
-    can change) are not judged.
+    Both sides only change at a change of the windows, a window's start or end, or a scheduled
+    status: they are compared just after each of those. Instants within `tolerance` s after a
+    change of the person's windows (the daemon's work and its retries take that long), within
+    LEAD s of a scheduled status (a net fires and the person is re-activated a second later),
+    or in a `quiet` interval (Proxy down: nothing can change) are not judged.
     """
     by_email: dict[str, list[tuple[float, str, Window]]] = {}
     for change in sorted(oracle.changes, key=lambda c: c[0]):
         if change[2].email is not None:
             by_email.setdefault(change[2].email, []).append(change)
     persons_by_email = {p["email"].lower(): p for p in persons}
-    problems = []
+    problems, judged = [], 0
     for email, changes in sorted(by_email.items()):
         person = persons_by_email.get(email)
         if person is None:
             continue  # `compare` names a missing person
-        edges = sorted({c[0] for c in changes} | _edges(changes))
+        edges = {c[0] for c in changes} | _edges(changes)
         scheduled = [_instant(s["scheduledDate"]) for s in person.get("scheduledStatuses", [])]
-        t = max(changes[0][0], person.get("createdAt") or 0)
-        while t < at:
-            judged = not (
+        breaks = edges | set(scheduled) | {end for _, end in quiet} | {at}
+        first = max(changes[0][0], person.get("createdAt") or 0)
+        moments = sorted(
+            b + margin for b in breaks for margin in (0, 0.5, LEAD + 0.5, tolerance + 0.5)
+        )
+        for t in (m for m in moments if first <= m <= at):
+            if (
                 any(-LEAD <= t - edge <= tolerance for edge in edges)
                 or any(abs(t - when) <= LEAD for when in scheduled)
                 or any(start <= t <= end + tolerance for start, end in quiet)
-            )
-            if judged:
-                wanted = _live_at(changes, t)
-                got = status_at(person, t)
-                if (got == "active") != wanted:
-                    problems.append(f"timeline: {email} is {got} at {t:.0f}, its windows say "
-                                    f"{'active' if wanted else 'no access'}")  # fmt: skip
-                    break  # one difference per person is enough to read
-            t += step
-    return problems
+            ):
+                continue
+            judged += 1
+            wanted, got = _live_at(changes, t), status_at(person, t)
+            if (got == "active") != wanted:
+                problems.append(f"timeline: {email} is {got} at {t:.0f}, its windows say "
+                                f"{'active' if wanted else 'no access'}")  # fmt: skip
+                break  # one difference per person is enough to read
+    return problems, judged
 
 
 def _edges(changes) -> set[float]:

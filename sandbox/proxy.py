@@ -806,6 +806,9 @@ class ProxySandbox:
             self._world = World()
             self._calls.clear()
             self._drop_faults()
+            late, self._late = self._late, []
+        for timer in late:  # a call held back for the old world never lands in the new one
+            timer.cancel()
 
     def seed(self, data: dict) -> None:
         with self._lock:

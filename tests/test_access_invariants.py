@@ -216,7 +216,7 @@ class Story:
         for person in self.persons():
             self.seen.setdefault(person["id"], self.now)
             wanted = expected(person, grants, self.now)
-            if wanted is not None and not near_a_scheduled_instant(person, self.proxy_now):
+            if wanted is not None and not excused(person, self.proxy_now, person["status"]):
                 assert person["status"] == wanted, (person["id"], person["email"], self.now)
 
     @property
@@ -229,11 +229,9 @@ class Story:
         grants = self.grants()
         for person in self.persons():
             for t in range(self.seen.get(person["id"], self.now), self.now, 60):
-                if near_a_scheduled_instant(person, t + self.offset):
-                    continue
                 wanted = expected(person, grants, t, final=True)
-                if wanted is not None:
-                    got = status_at(person, t + self.offset)
+                got = status_at(person, t + self.offset)
+                if wanted is not None and not excused(person, t + self.offset, got):
                     assert got == wanted, (person["id"], person["email"], t - START)
 
 
@@ -249,13 +247,18 @@ def status_at(person: dict, proxy_time: float) -> str:
     return max(due)[2] if due else ("suspended" if person["id"] == "p_sue" else "active")
 
 
-def near_a_scheduled_instant(person: dict, proxy_time: float) -> bool:
-    """Within a few seconds of a scheduled entry: a net fires and the person is re-activated
-    a second later, or a status lands its lead after it was asked for."""
-    return any(
-        -LEAD <= proxy_time - _epoch(s["scheduledDate"]) <= LEAD
-        for s in person["scheduledStatuses"]
-    )
+def excused(person: dict, proxy_time: float, got: str) -> bool:
+    """Whether a difference at `proxy_time` is within the tolerances of the schedule: a few
+    seconds from any scheduled entry (a status lands its lead after it was asked for), or
+    suspended up to a retry's wait after a net of ours fired while a longer stay needed the
+    person (fail closed: the re-activation is retried if Proxy fails just then)."""
+    for entry in person["scheduledStatuses"]:
+        since = proxy_time - _epoch(entry["scheduledDate"])
+        if -LEAD <= since <= LEAD:
+            return True
+        if got == entry["status"] == "suspended" and 0 <= since <= LATE:
+            return True
+    return False
 
 
 def _windows(person: dict, grants: list[db.Grant], final: bool) -> list[db.Grant] | None:
@@ -361,6 +364,12 @@ def _world(visits, offset=0, shared_org=False) -> dict:
 @example(
     world=_world([(SUE, "install-2")], offset=7200),
     ops=[("protect_in", 0, 0)] * 3 + [("wait", 0, 102)],
+)
+# Found by this property: a visit on an employee's person kept her active after her Protect
+# grant ended (the revoke took the visit for a grant that still needed her status).
+@example(
+    world=_world([(ERIN, "install-1"), (NEW[0], "install-2"), (SUE, "install-1")], offset=559),
+    ops=[("protect_in", 0, 0), ("move", 2, -99), ("protect_out", 0, 0)],
 )
 def test_proxy_follows_the_grants_whatever_happens(daemon, world, ops):
     _run(daemon, world, ops)

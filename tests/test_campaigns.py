@@ -56,6 +56,7 @@ def test_sigkills_at_random_moments_lose_nothing_and_double_no_one(tmp_path, san
     assert result.answered + result.given_up == result.events, result.describe()
     assert result.verdict.drained and result.verdict.dead_revokes == 0, result.describe()
     assert result.verdict.problems == [], result.describe()
+    assert result.verdict.timeline_judged > 0, result.describe()
     _every_job_finished(result)
 
 
@@ -67,6 +68,7 @@ def test_duplicated_and_shuffled_deliveries_converge_to_the_oracle(tmp_path, san
     assert result.inbox == result.answered_jobs == result.events, result.describe()
     assert result.verdict.drained and result.verdict.dead_revokes == 0, result.describe()
     assert result.verdict.problems == [], result.describe()
+    assert result.verdict.timeline_judged > 0, result.describe()
     _every_job_finished(result)
 
 
@@ -79,6 +81,7 @@ def test_proxy_outage_then_429_storm_converges_and_gives_up_no_ending(tmp_path, 
     assert result.verdict.drained, result.describe()
     assert result.verdict.dead_revokes == 0, "an ending is never given up"
     assert result.verdict.problems == [], result.describe()
+    assert result.verdict.timeline_judged > 0, result.describe()
     _every_job_finished(result)
 
 
@@ -192,9 +195,10 @@ def test_the_timeline_check_names_access_that_came_back_after_its_window():
         {"status": "active", "scheduledDate": _iso(t0 + 600)},
         {"status": "suspended", "scheduledDate": _iso(t0 + 1200)},
     ]}  # fmt: skip
-    [problem] = timeline(_visit_of_a_minute(t0), [person], t0 + 1800, tolerance=20)
+    [problem], _ = timeline(_visit_of_a_minute(t0), [person], t0 + 1800, tolerance=20)
     assert problem.startswith("timeline: ada@example.com is active at")
     person["scheduledStatuses"][1]["status"] = "suspended"
-    assert timeline(_visit_of_a_minute(t0), [person], t0 + 1800, tolerance=20) == []
+    problems, judged = timeline(_visit_of_a_minute(t0), [person], t0 + 1800, tolerance=20)
+    assert problems == [] and judged > 0
     person["scheduledStatuses"].append({"status": "active", "scheduledDate": _iso(t0 + 3600)})
     assert future_actives([person], t0 + 1800) != []

@@ -67,6 +67,14 @@ def _same_person(grant: Grant, also=None):
     return others if also is None else others & also
 
 
+def _same_rule(grant: Grant, others: list[Grant]) -> list[Grant]:
+    """The other grants whose status rule is this grant's: an employee's status follows her
+    Protect grants alone, so a visit on her person neither keeps her active nor moves her net."""
+    if grant.kind != "employee":
+        return others
+    return [g for g in others if g.kind == "employee"]
+
+
 def _find_person(client: ProxyClient, grant: Grant) -> dict | None:
     if grant.proxy_person_id:
         person = client.get_person(grant.proxy_person_id)
@@ -264,7 +272,7 @@ def issue(ctx, grant: Grant, now: int) -> Outcome:
     grant, others = _person_grants(grant, now)
     net = SafetyNet()
     if sets_status:
-        net = _renew_safety_net(client, grant, others, person["id"], now)
+        net = _renew_safety_net(client, grant, _same_rule(grant, others), person["id"], now)
 
     def record() -> None:
         changed = (
@@ -292,7 +300,7 @@ def revoke(ctx, grant: Grant, now: int) -> Outcome:
     """Take the grant's access away, or only close the grant if another one still needs it;
     the outcome records the grant ended."""
     live = (Grant.state == GrantState.ACTIVE) & (Grant.ends_at.is_null() | (Grant.ends_at > now))
-    others = list(Grant.select().where(_same_person(grant, live)))
+    others = _same_rule(grant, list(Grant.select().where(_same_person(grant, live))))
 
     def ended() -> None:
         _mark_ended(grant, now)
