@@ -155,6 +155,20 @@ class Grant(BaseModel):
         indexes = ((("install_id", "subject"), True),)
 
 
+class PlacedStatus(BaseModel):
+    """A status we scheduled in Proxy for a person, kept while it is ahead. Proxy cannot delete
+    one: a net placed for a shorter stay still fires, and a longer stay of the same person
+    must be re-activated just after it, whichever grant placed it."""
+
+    lock_key = CharField()  # the person: its org (or install) and email, as the outbox keys it
+    person_id = CharField()
+    status = CharField()
+    at = IntegerField()  # our clock
+
+    class Meta:
+        indexes = ((("lock_key", "at"), False),)
+
+
 class JobWait(BaseModel):
     """An Envoy job answered 202 that waits for its grant's due work; told once, then gone."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from daemon.access import grants
 from daemon.proxy.client import ProxyClient, ProxyError, ProxyNotFound
 from daemon.rules.settings import Settings
-from db import Grant, GrantState, database, install_by_id
+from db import Action, Grant, GrantState, PlacedStatus, database, install_by_id
 
 log = logging.getLogger("envoy_proxy.issuing")
 
@@ -218,6 +218,7 @@ class SafetyNet:
 
     at: int | None = None
     reactivations: tuple[tuple[int, int], ...] = ()
+    placed: bool = False  # `at` was scheduled in Proxy by this issue
 
 
 def _renew_safety_net(
@@ -238,13 +239,36 @@ def _renew_safety_net(
     holder = max(live, key=lambda g: g.ends_at)
     netted = [g for g in [*others, grant] if g.safety_net_at is not None]
     nets = [g for g in netted if now < g.safety_net_at <= end]
-    reactivations = tuple(
-        (holder.id, earlier.safety_net_at + 1) for earlier in nets if earlier.safety_net_at < end
-    )
+    # Every net still ahead, also those a grant placed before its net moved (or it ended).
+    earlier = {g.safety_net_at for g in nets} | placed_nets(grant, now, end)
+    reactivations = tuple((holder.id, at + 1) for at in sorted(earlier) if at < end)
     if _has_net_at(grant, nets, end, now):
         return SafetyNet(end if grant.safety_net_at == end else None, reactivations)
     client.schedule_status(person_id, "suspended", end)
-    return SafetyNet(end, reactivations)
+    return SafetyNet(end, reactivations, placed=True)
+
+
+def _reactivation_queued(grant_id: int, at: int) -> bool:
+    pending = (Action.grant == grant_id) & (Action.kind == "issue") & (Action.due_at == at)
+    return Action.select().where(pending & (Action.done == False)).exists()  # noqa: E712
+
+
+def placed_nets(grant: Grant, now: int, until: int) -> set[int]:
+    """The instants in (now, until] of the nets placed in Proxy for the grant's person."""
+    ahead = (PlacedStatus.at > now) & (PlacedStatus.at <= until)
+    mine = (PlacedStatus.lock_key == grants.person_key(grant)) & (
+        PlacedStatus.status == "suspended"
+    )
+    return {row.at for row in PlacedStatus.select(PlacedStatus.at).where(mine & ahead)}
+
+
+def record_net(grant: Grant, person_id: str, at: int, now: int) -> None:
+    """Remember a net placed in Proxy (and forget the person's nets long past)."""
+    key = grants.person_key(grant)
+    PlacedStatus.delete().where(
+        (PlacedStatus.lock_key == key) & (PlacedStatus.at < now - 3600)
+    ).execute()
+    PlacedStatus.insert(lock_key=key, person_id=person_id, status="suspended", at=at).execute()
 
 
 def _has_net_at(grant: Grant, nets: list[Grant], end: int, now: int) -> bool:
@@ -290,8 +314,11 @@ def issue(ctx, grant: Grant, now: int) -> Outcome:
         )
         if not changed:
             raise GrantMoved(f"grant {grant.id} changed during issue")
+        if net.placed:
+            record_net(grant, person["id"], net.at, now)
         for holder_id, at in net.reactivations:
-            grants.reactivate_at(holder_id, at)
+            if not _reactivation_queued(holder_id, at):
+                grants.reactivate_at(holder_id, at)
 
     return Outcome(f"person {person['id']} active", record, ambiguous=grant.twins_possible)
 

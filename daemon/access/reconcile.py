@@ -11,13 +11,14 @@ an ambiguous outcome, and from the periodic repair pass over persons with live o
 ended grants.
 """
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
 from peewee import fn
 
 from daemon.access import grants, outbox
-from daemon.access.issuing import Outcome, carries_our_marker, end_twin
+from daemon.access.issuing import Outcome, carries_our_marker, end_twin, placed_nets, record_net
 from db import Action, ActionKind, Grant, GrantState, database, install_by_id
 
 log = logging.getLogger("envoy_proxy.reconcile")
@@ -149,6 +150,8 @@ def reconcile(ctx, scope: str, email: str, now: int) -> Outcome:
     if ours is None:
         ours = person is not None and carries_our_marker(person)
     want = desired(rows, now, ours)
+    if want.end is not None and want.end in placed_nets(rows[0], now, want.end):
+        want = dataclasses.replace(want, netted=True)  # placed by a grant whose net moved on
     tags = ctx.proxy.group_tags(client, sorted(want.keep | want.take | want.give))
     done = Done()
     net = None
@@ -172,6 +175,7 @@ def reconcile(ctx, scope: str, email: str, now: int) -> Outcome:
             Grant.update(person_ours=ours).where(unknown & (Grant.state != "pending")).execute()
         if net is not None:
             Grant.update(safety_net_at=net).where(Grant.id == want.holder).execute()
+            record_net(rows[0], person["id"], net, now)
 
     return Outcome(done.note(person_id), record)
 
