@@ -237,3 +237,22 @@ def test_an_employee_an_admin_suspended_stays_suspended_and_protect_still_ends(d
     writes = _reconcile(daemon, ERIN, T0 + 700)
     assert [w["path"].rsplit("/", 1)[-1] for w in writes] == ["scheduled-statuses"]
     assert _person(daemon, ERIN, T0 + 760)["status"] == "suspended", "Protect ended: suspended"
+
+
+def test_a_live_visit_without_a_net_in_proxy_gets_one_at_its_end(daemon):
+    """The net's call was lost (an interrupted issue): Proxy would keep access on if the
+    daemon were down at the end. Reconcile places it, once."""
+    daemon.install()
+    _visit(daemon, "entry_sign_in", T0)
+    with db.database.connection_context():
+        db.Grant.update(safety_net_at=None).execute()
+        db.PlacedStatus.delete().execute()
+        [grant] = db.Grant.select()
+    person = _person(daemon, ADA, T0 + 60)
+    keys = ("id", "orgId", "siteId", "name", "email", "details", "tags")
+    daemon.proxy.seed({"persons": [{k: person[k] for k in keys}]})  # the net never reached it
+    writes = _reconcile(daemon, ADA, T0 + 60)
+    assert [w["path"].rsplit("/", 1)[-1] for w in writes] == ["scheduled-statuses"]
+    assert _reconcile(daemon, ADA, T0 + 120) == [], "placed once"
+    [net] = [s for s in _person(daemon, ADA, T0 + 120)["scheduledStatuses"]]
+    assert net["status"] == "suspended" and abs(_epoch(net["scheduledDate"]) - grant.ends_at) <= 2

@@ -11,9 +11,8 @@ an ambiguous outcome, and from the periodic repair pass over persons with live o
 ended grants.
 """
 
-import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from peewee import fn
 
@@ -151,7 +150,7 @@ def reconcile(ctx, scope: str, email: str, now: int) -> Outcome:
         ours = person is not None and carries_our_marker(person)
     want = desired(rows, now, ours)
     if want.end is not None and want.end in placed_nets(rows[0], now, want.end):
-        want = dataclasses.replace(want, netted=True)  # placed by a grant whose net moved on
+        want = replace(want, netted=True)  # placed by a grant whose net moved on
     tags = ctx.proxy.group_tags(client, sorted(want.keep | want.take | want.give))
     done = Done()
     net = None
@@ -181,7 +180,8 @@ def reconcile(ctx, scope: str, email: str, now: int) -> Outcome:
 
 
 def _converge(client, person: dict, want: Desired, tags, now: int, done: Done) -> int | None:
-    """Groups first, then the status; the instant of the net it placed, if it placed one."""
+    """Groups first, then the status and the net at the end; the net's instant if it placed
+    one."""
     person_id = person["id"]
     have = set(person.get("tags") or [])
     for group in sorted(want.give):
@@ -192,12 +192,11 @@ def _converge(client, person: dict, want: Desired, tags, now: int, done: Done) -
         if tags[group] in have:
             client.remove_from_group(group, person_id, email=person.get("email"))
             done.calls.append(f"taken out of {group}")
-    if want.status is None or person.get("status") == want.status:
-        return None
-    client.schedule_status(person_id, want.status, now)
-    done.calls.append(want.status)
+    if want.status is not None and person.get("status") != want.status:
+        client.schedule_status(person_id, want.status, now)
+        done.calls.append(want.status)
     if want.status == "active" and want.end is not None and not want.netted:
-        # Active again: Proxy's own schedule must end it if the daemon is down at the end.
+        # Proxy's own schedule must end access if the daemon is down at the end.
         client.schedule_status(person_id, "suspended", want.end)
         done.calls.append(f"net at {want.end}")
         return want.end
