@@ -221,6 +221,8 @@ STEPS.append(
                 person_id VARCHAR(255) NOT NULL, status VARCHAR(255) NOT NULL,
                 at INTEGER NOT NULL)""",
             "CREATE INDEX placed_status_lock_key_at ON placed_status (lock_key, at)",
+            # "Is a reconcile of this person already waiting?", asked after every failure.
+            "CREATE INDEX action_lock_key_kind ON action (lock_key, kind, done)",
         ],
     )
 )

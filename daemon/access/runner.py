@@ -264,7 +264,11 @@ class Runner:
         if last is not None and last <= now < last + reconcile.REPAIR_EVERY_SECONDS:
             return
         self._repaired_at = now
-        reconcile.repair_pass(now)
+        try:
+            reconcile.repair_pass(now)
+        except Exception:  # a repair, not the due work: the endings go on regardless
+            log.exception("the reconciler's repair pass failed; it runs again in %d s",
+                          reconcile.REPAIR_EVERY_SECONDS)  # fmt: skip
 
     def _claim_and_start(self, ctx, now: int | None) -> int:
         moment = now_epoch() if now is None else now
