@@ -249,6 +249,7 @@ def _renew_safety_net(
 
 
 def _reactivation_queued(grant_id: int, at: int) -> bool:
+    """Whether the grant already has an issue waiting at `at` (one per net is enough)."""
     pending = (Action.grant == grant_id) & (Action.kind == "issue") & (Action.due_at == at)
     return Action.select().where(pending & (Action.done == False)).exists()  # noqa: E712
 

@@ -103,8 +103,8 @@ def _take_back(action: Action, now: int) -> None:
     """An issue given up on may have reached Proxy half-way (a person imported, a group
     added): the grant ends now, so its revoke takes that back before Envoy hears "failed"."""
     grant = grant_by_id(action.grant_id)
-    issuing = action.kind == ActionKind.ISSUE and grant.state == GrantState.PENDING
-    if issuing and not grants.untouched(grant):
+    pending = action.kind == ActionKind.ISSUE and grant.state == GrantState.PENDING
+    if pending and not grants.untouched(grant):
         grants.end_at(grant, now, now)
 
 
