@@ -39,7 +39,7 @@ from bench.common import (
     signed,
     wait_for,
 )
-from bench.oracle import Oracle, compare
+from bench.oracle import Oracle, compare, future_actives, timeline
 from sandbox.envoy import entry_event, invite_event
 
 CAMPAIGN_CONFIG = {
@@ -50,6 +50,9 @@ CAMPAIGN_CONFIG = {
 }
 DEMO_STAFF = {"erin@example.com", "sam@example.com"}
 STATUS_MARGIN = 35  # Proxy applies statuses >= 5 s (30 s after a clock dispute) after the call
+# How long after an event Proxy's timeline may still differ from the windows: the daemon's
+# work and a status's lead, a restart after a SIGKILL (issue 16's proof, in the campaigns).
+TIMELINE_TOLERANCE = 10
 RETRIES = 5
 DAY = 86400
 
@@ -441,6 +444,7 @@ class Verdict:
     jobs: JobUpdates
     # Differences the rules allow either way (see `moved_before_issue`).
     explained: list[str] = field(default_factory=list)
+    timeline_judged: int = 0  # instants of the persons' status timelines compared
 
     @property
     def ok(self) -> bool:
@@ -451,6 +455,7 @@ class Verdict:
         head = (
             f"outbox {'drained' if self.drained else 'NOT drained'} in {self.drain_seconds:.1f} s, "
             f"{self.persons} persons in Proxy, {self.expected_active} should be active, "
+            f"{self.timeline_judged} timeline instants compared, "
             f"{self.dead_revokes} revokes given up, {len(self.problems)} differences "
             f"{dict(kinds)}, {len(self.explained)} explained; {self.jobs.describe()}"
         )
@@ -466,16 +471,23 @@ def settle_and_compare(
     oracle: Oracle,
     accepted_later: set[str],
     drain_timeout: float = 120,
+    quiet: tuple[tuple[float, float], ...] = (),
 ) -> Verdict:
     """Wait until no quarantined delivery and nothing due is left in the outbox, then compare
-    Proxy with the oracle. The verdict also requires exactly one final Envoy job update for
-    every job answered 202 (`accepted_later`)."""
+    Proxy with the oracle: its state at the end, and each person's status timeline over the
+    whole run (outside `quiet` intervals when Proxy failed, each extended until the outbox has
+    drained: the work it deferred is late by design). The verdict also requires exactly one
+    final Envoy job update for every job answered 202 (`accepted_later`)."""
     began = time.monotonic()
     drained = wait_for(lambda: work_left(daemon.state) == 0, drain_timeout, 0.25)
     drain_seconds = time.monotonic() - began
     persons = sandbox.persons()
-    at = time.time() + STATUS_MARGIN
+    now = time.time()
+    quiet = tuple((start, max(end, now)) for start, end in quiet)
+    at = now + STATUS_MARGIN
     problems = compare(oracle, persons, at, ignore=DEMO_STAFF)
+    differences, judged = timeline(oracle, persons, at, TIMELINE_TOLERANCE, quiet)
+    problems += differences + future_actives(persons, at)
     # Name the cause where the database shows it (see BENCHMARKS.md, "Bugs found"); the
     # differences stay differences.
     partial = cancelled_after_contact(daemon.state)
@@ -501,6 +513,7 @@ def settle_and_compare(
         persons=len(persons),
         expected_active=sum(1 for tags in expected.values() if tags is not None),
         jobs=job_updates(daemon.state, accepted_later),
+        timeline_judged=judged,
     )
 
 

@@ -12,6 +12,7 @@ the Protect duration), a sign-out suspends them when access is limited to time f
 one job id count once); `compare()` checks a snapshot of the sandbox against `expected()`.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -55,6 +56,8 @@ class Oracle:
     config: dict
     windows: dict[str, Window] = field(default_factory=dict)
     employees: dict[str, dict] = field(default_factory=dict)  # email -> seeded person
+    # Every change of a window, as it stood after the change: (instant, subject, window).
+    changes: list[tuple[float, str, Window]] = field(default_factory=list)
 
     def _tags(self, flow: str | None) -> frozenset[str] | None:
         groups = self.config.get("visitor_mapping", {}).get(flow or "")
@@ -73,7 +76,7 @@ class Oracle:
             invite = _related(payload, "invite")
             subject = f"invites:{invite}" if invite else f"entries:{ident}"
             if event == "entry_sign_out":
-                return self._close(subject)
+                return self._close(subject, now)
             tags, email = self._tags(str(flow)), _email(attributes.get("email"))
             if tags is None or email is None:
                 return None
@@ -83,7 +86,7 @@ class Oracle:
             return None
         subject = f"{kind}:{ident}"
         if event == "invite_removed":
-            return self._close(subject)
+            return self._close(subject, now)
         tags, email = self._tags(str(flow)), _email(attributes.get("email"))
         if tags is None or email is None:
             return None
@@ -104,7 +107,7 @@ class Oracle:
         limited = bool(self.config.get("protect_limit_access"))
         if event.endswith("sign_out"):
             if limited:
-                self._close(subject)
+                self._close(subject, now)
             return
         email = _email(attributes.get("email"))
         if email is None:
@@ -120,23 +123,28 @@ class Oracle:
         old = self.windows.get(subject)
         if old is None:
             self.windows[subject] = new
+        elif old.closed:
             return
-        if old.closed:
-            return
-        if extend:
+        elif extend:
             old.starts, old.ends = min(old.starts, new.starts), max(old.ends, new.ends)
         else:
             # A moved window: a credential already issued keeps its start, gets the new end.
             old.starts = old.starts if old.starts <= now else new.starts
             old.ends = new.ends
-        old.tags = new.tags
+        if old is not None:
+            old.tags = new.tags
+        self._changed(subject, now)
 
-    def _close(self, subject: str) -> None:
+    def _close(self, subject: str, now: float) -> None:
         window = self.windows.get(subject)
         if window is None:
             self.windows[subject] = Window(None, 0, 0, frozenset(), closed=True)
         else:
             window.closed = True
+        self._changed(subject, now)
+
+    def _changed(self, subject: str, now: float) -> None:
+        self.changes.append((now, subject, dataclasses.replace(self.windows[subject])))
 
     def expected(self, at: float) -> dict[str, frozenset[str] | None]:
         """Every email the events named: the tags of its active credential at `at`, or None."""
@@ -207,3 +215,80 @@ def compare(oracle: Oracle, persons: list[dict], at: float, ignore: set[str]) ->
             if status_at(person, at) != "suspended" or person["tags"] != seeded["tags"]:
                 problems.append(f"access: {email} is an employee nobody signed in, yet changed")
     return problems
+
+
+LEAD = 3  # seconds: a scheduled status lands a second or two after its instant
+
+
+def timeline(
+    oracle: Oracle, persons: list[dict], at: float, tolerance: float, quiet=()
+) -> tuple[list[str], int]:
+    """Differences between each person's status over time, replayed from its schedule as the
+    sandbox applies it, and the union of its live windows as the events left them at each
+    instant (empty: they agree), and how many instants were judged. Judged from the person's
+    first event (or creation) to `at`: later, the daemon's own due work (a re-activation after
+    a net, an invite's start) is part of the timeline, and Proxy's schedule alone does not
+    say it.
+
+    Both sides only change at a change of the windows, a window's start or end, or a scheduled
+    status: they are compared just after each of those. Instants within `tolerance` s after a
+    change of the person's windows (the daemon's work and its retries take that long), within
+    LEAD s of a scheduled status (a net fires and the person is re-activated a second later),
+    or in a `quiet` interval (Proxy down: nothing can change) are not judged.
+    """
+    by_email: dict[str, list[tuple[float, str, Window]]] = {}
+    for change in sorted(oracle.changes, key=lambda c: c[0]):
+        if change[2].email is not None:
+            by_email.setdefault(change[2].email, []).append(change)
+    persons_by_email = {p["email"].lower(): p for p in persons}
+    problems, judged = [], 0
+    for email, changes in sorted(by_email.items()):
+        person = persons_by_email.get(email)
+        if person is None:
+            continue  # `compare` names a missing person
+        edges = {c[0] for c in changes} | _edges(changes)
+        scheduled = [_instant(s["scheduledDate"]) for s in person.get("scheduledStatuses", [])]
+        breaks = edges | set(scheduled) | {end for _, end in quiet} | {at}
+        first = max(changes[0][0], person.get("createdAt") or 0)
+        moments = sorted(
+            b + margin for b in breaks for margin in (0, 0.5, LEAD + 0.5, tolerance + 0.5)
+        )
+        for t in (m for m in moments if first <= m <= at):
+            if (
+                any(-LEAD <= t - edge <= tolerance for edge in edges)
+                or any(abs(t - when) <= LEAD for when in scheduled)
+                or any(start <= t <= end + tolerance for start, end in quiet)
+            ):
+                continue
+            judged += 1
+            wanted, got = _live_at(changes, t), status_at(person, t)
+            if (got == "active") != wanted:
+                problems.append(f"timeline: {email} is {got} at {t:.0f}, its windows say "
+                                f"{'active' if wanted else 'no access'}")  # fmt: skip
+                break  # one difference per person is enough to read
+    return problems, judged
+
+
+def _edges(changes) -> set[float]:
+    return {e for _, _, w in changes for e in (w.starts, w.ends) if e not in (0, FOREVER)}
+
+
+def _live_at(changes, t: float) -> bool:
+    """Whether some window of the person, as the changes up to `t` left it, contains `t`."""
+    latest: dict[str, Window] = {}
+    for when, subject, window in changes:
+        if when > t:
+            break
+        latest[subject] = window
+    return any(not w.closed and w.starts <= t < w.ends for w in latest.values())
+
+
+def future_actives(persons: list[dict], at: float) -> list[str]:
+    """Persons whose schedule still holds an `active` after `at`: nothing may turn access
+    back on once the events are over."""
+    return [
+        f"future-active: {p['email']} has `active` scheduled at {s['scheduledDate']}"
+        for p in persons
+        for s in p.get("scheduledStatuses", [])
+        if s["status"] == "active" and _instant(s["scheduledDate"]) > at
+    ]

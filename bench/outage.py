@@ -100,8 +100,11 @@ def run(
         longest = max(len(lane) for lane in lane_list)
         pace = (LEAD_IN + faults_seconds) / max(longest, 1)
 
+        faults_began = [float("inf")]
+
         def weather() -> None:
             time.sleep(LEAD_IN)
+            faults_began[0] = time.time()
             w.sandbox.add_fault(status=503, seconds=outage)
             time.sleep(outage)
             for i in range(storms):
@@ -119,8 +122,9 @@ def run(
         sent = Envoy(w.daemon.url, pace=pace).send(lane_list)
         storm.join()
         w.sandbox.clear_faults()
+        quiet = ((faults_began[0], time.time()),)  # while Proxy failed, nothing could change
         backlog, longest_wait = waiting(w.state)
-        inbox, verdict = w.settle(sent, drain_timeout=drain_timeout)
+        inbox, verdict = w.settle(sent, drain_timeout=drain_timeout, quiet=quiet)
     return OutageResult(
         events=w.events,
         answered_jobs=len(sent.answered_jobs),

@@ -276,6 +276,26 @@ STEPS.append(
     )
 )
 
+STEPS.append(
+    (
+        14,
+        "the reconciler: when each grant's person was last compared; the statuses placed",
+        [
+            'ALTER TABLE "grant" ADD COLUMN reconciled_at INTEGER',
+            # Live and recently ended grants, found without a walk over every ended one.
+            'CREATE INDEX grant_state_ends ON "grant" (state, ends_at)',
+            # The statuses we placed in Proxy's schedule, whichever grant placed them.
+            """CREATE TABLE placed_status (
+                id INTEGER NOT NULL PRIMARY KEY, lock_key VARCHAR(255) NOT NULL,
+                person_id VARCHAR(255) NOT NULL, status VARCHAR(255) NOT NULL,
+                at INTEGER NOT NULL)""",
+            "CREATE INDEX placed_status_lock_key_at ON placed_status (lock_key, at)",
+            # "Is a reconcile of this person already waiting?", asked after every failure.
+            "CREATE INDEX action_lock_key_kind ON action (lock_key, kind, done)",
+        ],
+    )
+)
+
 SCHEMA_VERSION = STEPS[-1][0]
 
 

@@ -85,6 +85,7 @@ class ActionKind(enum.StrEnum):
     ISSUE = "issue"
     REVOKE = "revoke"
     JOB_UPDATE = "job_update"
+    RECONCILE = "reconcile"  # make one Proxy person match its grants (no grant of its own)
 
 
 class ActionOutcome(enum.StrEnum):
@@ -178,6 +179,9 @@ class Grant(BaseModel):
     added_group_ids = JSONField(default=list)
     # A `suspended` we scheduled in Proxy at the end, as a net if the daemon is down then.
     safety_net_at = IntegerField(null=True)
+    # When the reconciler last compared this grant's person with Proxy (the repair pass
+    # visits the persons compared longest ago first).
+    reconciled_at = IntegerField(null=True)
     starts_at = IntegerField()
     ends_at = IntegerField(null=True)
     state = CharField(default="pending", index=True)
@@ -192,6 +196,20 @@ class Grant(BaseModel):
 
     class Meta:
         indexes = ((("install_id", "subject"), True),)
+
+
+class PlacedStatus(BaseModel):
+    """A status we scheduled in Proxy for a person, kept while it is ahead. Proxy cannot delete
+    one: a net placed for a shorter stay still fires, and a longer stay of the same person
+    must be re-activated just after it, whichever grant placed it."""
+
+    lock_key = CharField()  # the person: its org (or install) and email, as the outbox keys it
+    person_id = CharField()
+    status = CharField()
+    at = IntegerField()  # our clock
+
+    class Meta:
+        indexes = ((("lock_key", "at"), False),)
 
 
 class Action(BaseModel):

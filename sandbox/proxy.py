@@ -266,6 +266,7 @@ class Person:
     scheduled: list[Scheduled] = field(default_factory=list)
     invites_sent: int = 0
     resends: int = 0
+    created_at: float | None = None  # the sandbox clock when it was made (None: seeded)
 
     def status_at(self, now: float) -> str:
         """The latest scheduled status whose date has passed (later entries win ties)."""
@@ -289,6 +290,7 @@ class Person:
             "scheduledStatuses": [s.view() for s in self.scheduled],
             "invitesSent": self.invites_sent,
             "resends": self.resends,
+            "createdAt": self.created_at,
         }
 
 
@@ -554,6 +556,7 @@ def _create_person(world: World, site: dict, item: dict, body: dict) -> Person:
         details=dict(item.get("details", {})),
         photo=item.get("photo"),
         invites_sent=1 if body.get("sendInvite") else 0,
+        created_at=world.now(),
     )
     world.add_person(person)
     return person
@@ -795,6 +798,7 @@ class ProxySandbox:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._late: list[threading.Timer] = []  # calls still to be carried out (late_ms)
 
     # lifecycle
 
@@ -831,6 +835,9 @@ class ProxySandbox:
             self._world = World()
             self._calls.clear()
             self._drop_faults()
+            late, self._late = self._late, []
+        for timer in late:  # a call held back for the old world never lands in the new one
+            timer.cancel()
 
     def seed(self, data: dict) -> None:
         with self._lock:
@@ -881,6 +888,14 @@ class ProxySandbox:
         with self._changed:
             self._drop_faults()
 
+    def land_late_calls(self, timeout: float = 10.0) -> None:
+        """Wait until every call a `late_ms` fault held back has been carried out (a test
+        settles what Proxy does after the client gave up before it checks the outcome)."""
+        with self._lock:
+            late, self._late = self._late, []
+        for timer in late:
+            timer.join(timeout)
+
     def persons(self, email: str | None = None) -> list[dict]:
         """Persons of every org and site as in state(), optionally only those with ``email``."""
         with self._lock:
@@ -928,6 +943,8 @@ class ProxySandbox:
         if late:
             later = threading.Timer(late / 1000, self._serve, (method, path, pairs, headers, raw))
             later.daemon = True
+            with self._lock:
+                self._late = [t for t in self._late if t.is_alive()] + [later]
             later.start()
             self._record(method, path, dict(pairs), None)
             return DROP

@@ -20,6 +20,7 @@ from bench.common import (
     signed,
     wait_for,
 )
+from bench.oracle import Oracle, future_actives, timeline
 from sandbox.envoy import entry_event
 
 
@@ -55,6 +56,7 @@ def test_sigkills_at_random_moments_lose_nothing_and_double_no_one(tmp_path, san
     assert result.answered + result.given_up == result.events, result.describe()
     assert result.verdict.drained and result.verdict.dead_revokes == 0, result.describe()
     assert result.verdict.problems == [], result.describe()
+    assert result.verdict.timeline_judged > 0, result.describe()
     _every_job_finished(result)
 
 
@@ -66,6 +68,7 @@ def test_duplicated_and_shuffled_deliveries_converge_to_the_oracle(tmp_path, san
     assert result.inbox == result.answered_jobs == result.events, result.describe()
     assert result.verdict.drained and result.verdict.dead_revokes == 0, result.describe()
     assert result.verdict.problems == [], result.describe()
+    assert result.verdict.timeline_judged > 0, result.describe()
     _every_job_finished(result)
 
 
@@ -78,6 +81,7 @@ def test_proxy_outage_then_429_storm_converges_and_gives_up_no_ending(tmp_path, 
     assert result.verdict.drained, result.describe()
     assert result.verdict.dead_revokes == 0, "an ending is never given up"
     assert result.verdict.problems == [], result.describe()
+    assert result.verdict.timeline_judged > 0, result.describe()
     _every_job_finished(result)
 
 
@@ -166,3 +170,35 @@ def test_verification_approves_healthy_visitors_while_the_sweep_runs(tmp_path, s
     finally:
         daemon.stop()
     assert result.statuses == {200: 100}, result.describe()
+
+
+def _iso(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def _visit_of_a_minute(t0: float) -> Oracle:
+    oracle = Oracle(SITE_CONFIG)
+    body = dict(full_name="Ada", email="ada@example.com", flow_id="flow-visitor",
+                signed_in_at=t0, config=SITE_CONFIG, install_id=INSTALL_ID)  # fmt: skip
+    oracle.apply(entry_event("entry_sign_in", entry_id="e-1", **body), t0)
+    oracle.apply(entry_event("entry_sign_out", entry_id="e-1", signed_out_at=t0 + 60, **body),
+                 t0 + 60)  # fmt: skip
+    return oracle
+
+
+def test_the_timeline_check_names_access_that_came_back_after_its_window():
+    """Issue 16, item 1, as the campaigns now see it: suspended at the sign-out, `active`
+    again ten minutes later from an older schedule entry."""
+    t0 = 1_900_000_000
+    person = {"email": "ada@example.com", "createdAt": t0, "tags": [], "scheduledStatuses": [
+        {"status": "suspended", "scheduledDate": _iso(t0 + 61)},
+        {"status": "active", "scheduledDate": _iso(t0 + 600)},
+        {"status": "suspended", "scheduledDate": _iso(t0 + 1200)},
+    ]}  # fmt: skip
+    [problem], _ = timeline(_visit_of_a_minute(t0), [person], t0 + 1800, tolerance=20)
+    assert problem.startswith("timeline: ada@example.com is active at")
+    person["scheduledStatuses"][1]["status"] = "suspended"
+    problems, judged = timeline(_visit_of_a_minute(t0), [person], t0 + 1800, tolerance=20)
+    assert problems == [] and judged > 0
+    person["scheduledStatuses"].append({"status": "active", "scheduledDate": _iso(t0 + 3600)})
+    assert future_actives([person], t0 + 1800) != []

@@ -44,7 +44,7 @@ def test_a_newer_database_is_refused(empty_db):
 def test_the_migrated_schema_has_every_column_of_the_models(empty_db):
     db.migrate()
     models = (db.Install, db.Event, db.Grant, db.Action, db.WatchlistEntry,
-              db.Verification)  # fmt: skip
+              db.Verification, db.PlacedStatus, db.ProxyAccount, db.AuditEntry)  # fmt: skip
     for model in models:
         table = model._meta.table_name
         columns = {c.name for c in empty_db.get_columns(table)}

@@ -147,7 +147,13 @@ def open_window(
         _ensure_action(grant, ActionKind.ISSUE, starts)
     elif moved:
         # Already issued: re-issue now to re-tag and move Proxy's safety net to the new end.
-        _ensure_action(grant, ActionKind.ISSUE, now)
+        # A re-activation queued for later stays where it is: it follows a net in Proxy.
+        due_now = (
+            (Action.grant == grant) & (Action.kind == ActionKind.ISSUE) & (Action.due_at <= now)
+        )
+        if not Action.select().where(due_now & (Action.done == False)).exists():  # noqa: E712
+            outbox.enqueue(ActionKind.ISSUE, grant.install_id, now, grant=grant,
+                           lock_key=person_key(grant))  # fmt: skip
     if ends is not None:
         _ensure_action(grant, ActionKind.REVOKE, max(ends, now))
     return grant, False

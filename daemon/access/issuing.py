@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from daemon.access import accounts, audit, grants, uninstall
 from daemon.proxy.client import ProxyClient, ProxyError, ProxyNotFound
 from daemon.rules.settings import Settings
-from db import Grant, GrantState, database, install_by_id
+from db import Action, Grant, GrantState, PlacedStatus, database, install_by_id
 
 log = logging.getLogger("envoy_proxy.issuing")
 
@@ -42,10 +42,12 @@ def _nothing() -> None:
 class Outcome:
     """What an action did, and the write that records it in the grant. The caller runs
     `record` in the transaction that completes the action: the grant's new state and the
-    action's completion commit together."""
+    action's completion commit together. `ambiguous`: Proxy may still carry out a call we
+    gave up on (an import's twin), so the person is reconciled again a little later."""
 
     note: str
     record: Callable[[], None] = _nothing
+    ambiguous: bool = False
 
 
 def _same_person(grant: Grant, also=None):
@@ -63,6 +65,14 @@ def _same_person(grant: Grant, also=None):
         scope = Grant.install_id == grant.install_id
     others = scope & key & (Grant.id != grant.id)
     return others if also is None else others & also
+
+
+def _same_rule(grant: Grant, others: list[Grant]) -> list[Grant]:
+    """The other grants whose status rule is this grant's: an employee's status follows her
+    Protect grants alone, so a visit on her person neither keeps her active nor moves her net."""
+    if grant.kind != "employee":
+        return others
+    return [g for g in others if g.kind == "employee"]
 
 
 def _find_person(client: ProxyClient, grant: Grant) -> dict | None:
@@ -106,11 +116,21 @@ def _end_twins(client: ProxyClient, grant: Grant, person_id: str, tags: dict[str
     ]
     for twin in twins:
         log.warning("grant %s: ending twin Proxy person %s", grant.id, twin["id"])
-        client.schedule_status(twin["id"], "suspended")
-        for group, tag in tags.items():
-            if tag in (twin.get("tags") or []):
-                client.remove_from_group(group, twin["id"], email=grant.email)
+        end_twin(client, twin, tags)
     return len(twins)
+
+
+def end_twin(client: ProxyClient, twin: dict, tags: dict[str, str]) -> list[str]:
+    """Suspend a twin that is not suspended and take it out of these groups; what was done."""
+    done = []
+    if twin.get("status") != "suspended":
+        client.schedule_status(twin["id"], "suspended")
+        done.append(f"twin {twin['id']} suspended")
+    for group, tag in tags.items():
+        if tag in (twin.get("tags") or []):
+            client.remove_from_group(group, twin["id"], email=twin.get("email"))
+            done.append(f"twin {twin['id']} taken out of {group}")
+    return done
 
 
 def _issue_visitor(grant, client, tags, settings, now) -> tuple[dict, list[str], bool]:
@@ -198,6 +218,7 @@ class SafetyNet:
 
     at: int | None = None
     reactivations: tuple[tuple[int, int], ...] = ()
+    placed: bool = False  # `at` was scheduled in Proxy by this issue
 
 
 def _renew_safety_net(
@@ -218,13 +239,37 @@ def _renew_safety_net(
     holder = max(live, key=lambda g: g.ends_at)
     netted = [g for g in [*others, grant] if g.safety_net_at is not None]
     nets = [g for g in netted if now < g.safety_net_at <= end]
-    reactivations = tuple(
-        (holder.id, earlier.safety_net_at + 1) for earlier in nets if earlier.safety_net_at < end
-    )
+    # Every net still ahead, also those a grant placed before its net moved (or it ended).
+    earlier = {g.safety_net_at for g in nets} | placed_nets(grant, now, end)
+    reactivations = tuple((holder.id, at + 1) for at in sorted(earlier) if at < end)
     if _has_net_at(grant, nets, end, now):
         return SafetyNet(end if grant.safety_net_at == end else None, reactivations)
     client.schedule_status(person_id, "suspended", end)
-    return SafetyNet(end, reactivations)
+    return SafetyNet(end, reactivations, placed=True)
+
+
+def _reactivation_queued(grant_id: int, at: int) -> bool:
+    """Whether the grant already has an issue waiting at `at` (one per net is enough)."""
+    pending = (Action.grant == grant_id) & (Action.kind == "issue") & (Action.due_at == at)
+    return Action.select().where(pending & (Action.done == False)).exists()  # noqa: E712
+
+
+def placed_nets(grant: Grant, now: int, until: int) -> set[int]:
+    """The instants in (now, until] of the nets placed in Proxy for the grant's person."""
+    ahead = (PlacedStatus.at > now) & (PlacedStatus.at <= until)
+    mine = (PlacedStatus.lock_key == grants.person_key(grant)) & (
+        PlacedStatus.status == "suspended"
+    )
+    return {row.at for row in PlacedStatus.select(PlacedStatus.at).where(mine & ahead)}
+
+
+def record_net(grant: Grant, person_id: str, at: int, now: int) -> None:
+    """Remember a net placed in Proxy (and forget the person's nets long past)."""
+    key = grants.person_key(grant)
+    PlacedStatus.delete().where(
+        (PlacedStatus.lock_key == key) & (PlacedStatus.at < now - 3600)
+    ).execute()
+    PlacedStatus.insert(lock_key=key, person_id=person_id, status="suspended", at=at).execute()
 
 
 def _has_net_at(grant: Grant, nets: list[Grant], end: int, now: int) -> bool:
@@ -252,7 +297,7 @@ def issue(ctx, grant: Grant, now: int) -> Outcome:
     grant, others = _person_grants(grant, now)
     net = SafetyNet()
     if sets_status:
-        net = _renew_safety_net(client, grant, others, person["id"], now)
+        net = _renew_safety_net(client, grant, _same_rule(grant, others), person["id"], now)
 
     def record() -> None:
         changed = (
@@ -271,17 +316,20 @@ def issue(ctx, grant: Grant, now: int) -> Outcome:
         if not changed:
             raise GrantMoved(f"grant {grant.id} changed during issue")
         audit.issued(grant, person["id"], added, ours)
+        if net.placed:
+            record_net(grant, person["id"], net.at, now)
         for holder_id, at in net.reactivations:
-            grants.reactivate_at(holder_id, at)
+            if not _reactivation_queued(holder_id, at):
+                grants.reactivate_at(holder_id, at)
 
-    return Outcome(f"person {person['id']} active", record)
+    return Outcome(f"person {person['id']} active", record, ambiguous=grant.twins_possible)
 
 
 def revoke(ctx, grant: Grant, now: int) -> Outcome:
     """Take the grant's access away, or only close the grant if another one still needs it;
     the outcome records the grant ended."""
     live = (Grant.state == GrantState.ACTIVE) & (Grant.ends_at.is_null() | (Grant.ends_at > now))
-    others = list(Grant.select().where(_same_person(grant, live)))
+    others = _same_rule(grant, list(Grant.select().where(_same_person(grant, live))))
 
     install = install_by_id(grant.install_id)
 
@@ -327,9 +375,13 @@ def revoke(ctx, grant: Grant, now: int) -> Outcome:
 
 
 def _mark_ended(grant: Grant, now: int) -> None:
-    """Close the grant; an issue still waiting for a retry must not re-open access."""
+    """Close the grant; an issue still waiting for a retry must not re-open access.
+
+    Its window keeps the end it was given: a revoke retried through an outage ends access
+    late, but the grant's window (the access it stood for) does not grow with the retries."""
+    ends = now if grant.ends_at is None else min(grant.ends_at, now)
     Grant.update(
-        state=GrantState.ENDED, ends_at=now, updated_at=now, version=Grant.version + 1
+        state=GrantState.ENDED, ends_at=ends, updated_at=now, version=Grant.version + 1
     ).where(Grant.id == grant.id).execute()
     grants.drop_pending(grant, now, kind="issue")
     audit.ended(grant)

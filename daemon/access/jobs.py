@@ -66,18 +66,19 @@ def final_answer(grant: Grant, now: int, install: Install | None = None) -> Answ
 
     `install`: the grant's install, when the caller has it at hand."""
     work = list(
-        Action.select(Action.outcome, Action.done, Action.due_at, Action.last_error).where(
-            Action.grant == grant.id
-        )
+        Action.select(
+            Action.kind, Action.outcome, Action.done, Action.due_at, Action.last_error
+        ).where(Action.grant == grant.id)
     )
     attachments = grant_attachments(grant, install or install_or_none(grant.install_id))
-    if grant.state == GrantState.PENDING:
+    if any(not a.done and a.due_at <= now for a in work):
+        return ACCEPTED  # e.g. a failed issue's revoke: "failed" only once nothing is left on
+    issued = any(a.kind == ActionKind.ISSUE and a.outcome == ActionOutcome.DONE for a in work)
+    if grant.state != GrantState.ACTIVE and not issued:
         failed = next((a for a in work if a.outcome == ActionOutcome.DEAD), None)
         if failed is not None:
             message = f"Proxy credential could not be issued: {failed.last_error}"
             return Answer.message(412, message, attachments=attachments)
-    if any(not a.done and a.due_at <= now for a in work):
-        return ACCEPTED
     return Answer.message(200, grant_message(grant, now), attachments=attachments)
 
 

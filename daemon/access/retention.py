@@ -27,6 +27,7 @@ from db import (
     Event,
     Grant,
     GrantState,
+    PlacedStatus,
     database,
     install_or_none,
     like_pattern,
@@ -311,6 +312,9 @@ def erase_expired(ctx, before: int, now: int) -> Erased:
         count = len(_erase_rows(spec, where, owned=True))
         erased.rows[spec.model._meta.table_name] += count
         erased.more |= count == ROWS_PER_BATCH
+    # The statuses we placed in Proxy are kept only while ahead (their key names the person).
+    past = PlacedStatus.delete().where(PlacedStatus.at < before).execute()
+    erased.rows[PlacedStatus._meta.table_name] += past
     if erased.anything:
         _empty_wal()
         log.info("retention: erased %s", erased.summary())
@@ -375,6 +379,8 @@ def forget(ctx, email: str) -> Erased:
     values = _literals([email, *(v for g in mine for v in (g.full_name, g.phone, g.photo_url))])
     for spec in PERSONAL_DATA:
         erased.rows[spec.model._meta.table_name] += _forget_rows(spec, email, values)
+    placed = PlacedStatus.delete().where(_like(PlacedStatus.lock_key, f"%:{email}")).execute()
+    erased.rows[PlacedStatus._meta.table_name] += placed
     _empty_wal()
     return erased
 

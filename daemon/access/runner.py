@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from daemon.access import audit, grants, jobs, outbox
+from daemon.access import audit, grants, jobs, outbox, reconcile
 from daemon.access.intake import retry_quarantined
 from daemon.access.issuing import GrantMoved, Outcome, issue, revoke
 from daemon.access.webhooks_first import WebhooksFirst
@@ -80,11 +80,32 @@ def _run_job_update(ctx, action: Action, now: int) -> Outcome:
     return Outcome(f"job {payload['job_id']} {payload['status']}")
 
 
+def _run_reconcile(ctx, action: Action, now: int) -> Outcome:
+    return reconcile.reconcile(ctx, action.payload["scope"], action.payload["email"], now)
+
+
 EXECUTORS = {
     ActionKind.ISSUE: _run_issue,
     ActionKind.REVOKE: _run_revoke,
     ActionKind.JOB_UPDATE: _run_job_update,
+    ActionKind.RECONCILE: _run_reconcile,
 }
+
+
+def _reconcile_later(action: Action, now: int) -> None:
+    """After an outcome Proxy may still change (a call it carries out after we gave up), the
+    person is compared with its grants again once that call had time to land."""
+    if action.grant_id is not None and action.kind in (ActionKind.ISSUE, ActionKind.REVOKE):
+        reconcile.enqueue(grant_by_id(action.grant_id), now + reconcile.AFTER_AMBIGUOUS_SECONDS)
+
+
+def _take_back(action: Action, now: int) -> None:
+    """An issue given up on may have reached Proxy half-way (a person imported, a group
+    added): the grant ends now, so its revoke takes that back before Envoy hears "failed"."""
+    grant = grant_by_id(action.grant_id)
+    pending = action.kind == ActionKind.ISSUE and grant.state == GrantState.PENDING
+    if pending and not grants.untouched(grant):
+        grants.end_at(grant, now, now)
 
 
 def _settle(action: Action, now: int) -> None:
@@ -101,6 +122,8 @@ def execute(ctx, action: Action, now: int) -> bool:
             audit.work_done(action, outcome.note)
             outcome.record()
             outbox.complete(action, now)
+            if outcome.ambiguous:
+                _reconcile_later(action, now)
             _settle(action, now)
     except ProxyRateLimited as error:
         with database.atomic():
@@ -108,6 +131,8 @@ def execute(ctx, action: Action, now: int) -> bool:
     except (ProxyUnavailable, ProxyAuthError, GrantMoved, EnvoyError) as error:
         with database.atomic():
             outbox.fail(action, now, str(error), dead=_gives_up(action))
+            if isinstance(error, ProxyUnavailable):
+                _reconcile_later(action, now)
     except (ProxyError, NotConfigured) as error:
         # A refusal that retrying cannot cure; an ending is still retried (an admin can fix).
         dead = action.kind != ActionKind.REVOKE
@@ -117,6 +142,7 @@ def execute(ctx, action: Action, now: int) -> bool:
                 Grant.update(last_error=str(error)[:500]).where(
                     Grant.id == action.grant_id
                 ).execute()
+                _take_back(action, now)
                 _settle(action, now)
     except Exception as error:  # a bug must not stop the other actions
         log.exception("action %s (%s) crashed", action.id, action.kind)
@@ -175,6 +201,7 @@ class Runner:
         self._busy = 0
         self._dispatching = False
         self._again = False  # asked to dispatch while a dispatch ran: it claims once more
+        self._repaired_at: int | None = None  # the last repair pass (reconcile.repair_pass)
         self._idle = threading.Condition()
         # Identity-verification decisions, which may outlive their answer (a write waiting
         # for a lock): here so that shutting down waits for them before the database closes.
@@ -217,7 +244,9 @@ class Runner:
             self._dispatching = True
         claimed = 0
         try:
-            retry_quarantined(ctx, now_epoch() if now is None else now)
+            moment = now_epoch() if now is None else now
+            retry_quarantined(ctx, moment)
+            self._repair(moment)
             while True:
                 with self._idle:
                     self._again = False
@@ -228,6 +257,19 @@ class Runner:
         finally:
             with self._idle:
                 self._dispatching = False
+
+    def _repair(self, now: int) -> None:
+        """Queue the periodic repair pass's reconciles, every REPAIR_EVERY_SECONDS (its actions
+        are claimed after every due ending, so it never holds one up)."""
+        last = self._repaired_at
+        if last is not None and last <= now < last + reconcile.REPAIR_EVERY_SECONDS:
+            return
+        self._repaired_at = now
+        try:
+            reconcile.repair_pass(now)
+        except Exception:  # a repair, not the due work: the endings go on regardless
+            log.exception("the reconciler's repair pass failed; it runs again in %d s",
+                          reconcile.REPAIR_EVERY_SECONDS)  # fmt: skip
 
     def _claim_and_start(self, ctx, now: int | None) -> int:
         moment = now_epoch() if now is None else now
