@@ -728,14 +728,21 @@ class EnvoySimulator:
         sign_body: bool = True,
         timeout: float = 30,
     ) -> requests.Response:
-        """POST `body` as Envoy does: compact JSON, signed with the client secret."""
+        """POST `body` as Envoy does: compact JSON, signed with the client secret.
+
+        A kept-alive connection that the server closed while it was idle (Waitress closes idle
+        channels; a time-travelled test makes every one look idle) is retried once on a new
+        connection, as Envoy delivers again: the job id makes a repeat harmless."""
         raw = json.dumps(body, separators=(",", ":")).encode("utf-8")
         headers = {"Content-Type": "application/json"}
         if sign_body:
             headers["X-Envoy-Signature"] = sign(secret or self.client_secret, raw)
-        return self._session.post(
-            daemon_url.rstrip("/") + path, data=raw, headers=headers, timeout=timeout
-        )
+        url = daemon_url.rstrip("/") + path
+        try:
+            return self._session.post(url, data=raw, headers=headers, timeout=timeout)
+        except requests.ConnectionError:
+            self._session.close()
+            return self._session.post(url, data=raw, headers=headers, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------------
