@@ -2,9 +2,10 @@
 
 Order at start: config → logging → the database's instance lock → database (open, checks,
 migrate) → key (daemon/startup.py: never a fresh database or a new key over lost ones) →
+heartbeat (this instance's claims, the periodic passes' lock, its row in the registry) →
 catch up overdue work → scheduler → READY=1 to systemd → serve. Order at stop (SIGTERM/SIGINT):
-STOPPING=1 → stop serving (Waitress drains in-flight requests) → stop the scheduler → close the
-database → exit 0.
+STOPPING=1 → stop serving (Waitress drains in-flight requests) → stop the scheduler → drain the
+runner → stop the heartbeat → close the database → exit 0.
 """
 
 import argparse
@@ -25,6 +26,7 @@ from daemon.health import Health
 from daemon.logs import setup_logging
 from daemon.masking import Masker
 from daemon.ops import admin, forget
+from daemon.ops.instances import Heartbeat
 from daemon.secretbox import SecretBoxError
 from scheduler import Alarm
 from web.app import create_app
@@ -62,13 +64,23 @@ def serve(cfg: config.Config) -> int:
         db.refresh_statistics()
         release_claims()  # a fresh process: no claim of a previous one is still alive
     ctx = Context.build(cfg, secretbox)
+    # Renews this instance's claims and decides whether it runs the periodic passes, from
+    # before the catch-up until the runner has drained.
+    heartbeat = Heartbeat(ctx.runner.claimer)
+    ctx.runner.runs_passes = heartbeat.runs_passes
+    heartbeat.start()
     mask = Masker(cfg.secrets())
     alarm = Alarm(lambda: dispatch_due(ctx), sweep_seconds=cfg.sweep_seconds, mask=mask)
     ctx.health = Health(cfg.overdue_seconds, mask)
     ctx.health.watch(alarm.state)
     ctx.rearm, ctx.scheduler_next_due = alarm.rearm, lambda: alarm.next_due
-    # Retention has an alarm of its own: its passes never hold up due work.
-    eraser = Alarm(lambda: retention.run_pass(ctx), retention.PASS_SECONDS, mask)
+    # Retention has an alarm of its own: its passes never hold up due work. Like the other
+    # periodic passes, it runs on the one instance holding the passes' lock.
+    eraser = Alarm(
+        lambda: retention.run_pass(ctx) if heartbeat.runs_passes() else None,
+        retention.PASS_SECONDS,
+        mask,
+    )
     if cfg.retention_days:
         ctx.retention_runs = lambda: eraser.runs
     # Catch up before serving: a daemon that was down when access should have ended ends it now.
@@ -110,6 +122,7 @@ def serve(cfg: config.Config) -> int:
         alarm.shutdown()
         eraser.shutdown()
         ctx.runner.shutdown()
+        heartbeat.stop()
         ctx.proxy.close()
         db.close_database()
         lock.release()
