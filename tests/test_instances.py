@@ -7,15 +7,19 @@ import time
 
 import psycopg
 import pytest
+from prometheus_client import generate_latest
 
 import db
 from daemon.access import outbox
 from daemon.access.runner import Runner
-from daemon.ops import instances
+from daemon.ops import instances, status_report
+from daemon.ops.admin import render_status
 from daemon.ops.instances import Heartbeat
+from daemon.ops.metrics import Metrics
 
 WAIT = 10  # seconds a thread may take to get somewhere it should get at once
 NOW = 1_800_000_000
+PASSES_METRIC = "envoy_proxy_instance_runs_periodic_passes"
 
 
 @pytest.fixture
@@ -175,3 +179,25 @@ def test_the_heartbeat_renews_claims_and_registers_the_instance(pg):
         beat.stop()
         other.stop()
     assert instances.registry(NOW + 7) == []  # a clean stop leaves the registry
+
+
+def test_metrics_and_the_cli_show_each_instance_and_which_runs_the_passes(pg):
+    beat = Heartbeat("host-a:1:abc")
+    other = Heartbeat("host-b:2:def")
+    try:
+        beat.beat()
+        other.beat()
+        text = generate_latest(Metrics().with_database().registry).decode()
+        passes = [line for line in text.splitlines() if line.startswith(PASSES_METRIC + "{")]
+        assert sorted(line.rsplit(" ", 1)[1] for line in passes) == ["0.0", "1.0"]
+        assert 'instance="host-a:1:abc"' in "".join(passes)
+        facts = status_report.gather(db.now_epoch(), this_instance="host-b:2:def")
+        assert [(n["id"], n["runs_passes"], n["this"]) for n in facts["instances"]] == [
+            ("host-a:1:abc", True, False),
+            ("host-b:2:def", False, True),
+        ]
+        rendered = render_status(facts)
+        assert "Instances (2)" in rendered and "runs them" in rendered
+    finally:
+        beat.stop()
+        other.stop()

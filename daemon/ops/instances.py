@@ -92,19 +92,25 @@ class Heartbeat:
 
 
 def registry(now: int) -> list[dict]:
-    """Each known instance, the one running the periodic passes first, then by last seen."""
-    rows = Instance.select().order_by(Instance.runs_passes.desc(), Instance.last_seen_at.desc())
-    return [
-        {
-            "id": row.id,
-            "host": row.host,
-            "pid": row.pid,
-            "started_at": row.started_at,
-            "last_seen_at": row.last_seen_at,
-            "seen_seconds_ago": max(0, now - row.last_seen_at),
-            "alive": now - row.last_seen_at <= outbox.SHARED_LEASE_SECONDS,
-            "claims": row.claims,
-            "runs_passes": row.runs_passes,
-        }
-        for row in rows
-    ]
+    """Each known instance: the one running the periodic passes first, then by last seen.
+
+    An instance not seen for a lease is shown as not alive and not running the passes, even
+    if its last heartbeat said it did: its claims and its lock are being taken over.
+    """
+    shown = []
+    for row in Instance.select().order_by(Instance.last_seen_at.desc(), Instance.id):
+        alive = now - row.last_seen_at <= outbox.SHARED_LEASE_SECONDS
+        shown.append(
+            {
+                "id": row.id,
+                "host": row.host,
+                "pid": row.pid,
+                "started_at": row.started_at,
+                "last_seen_at": row.last_seen_at,
+                "seen_seconds_ago": max(0, now - row.last_seen_at),
+                "alive": alive,
+                "claims": row.claims if alive else 0,
+                "runs_passes": bool(row.runs_passes and alive),
+            }
+        )
+    return sorted(shown, key=lambda instance: not instance["runs_passes"])
