@@ -25,7 +25,7 @@ from daemon.envoy import manifest
 from daemon.health import Health
 from daemon.logs import setup_logging
 from daemon.masking import Masker
-from daemon.ops import admin, forget
+from daemon.ops import admin, forget, migrate_db
 from daemon.ops.instances import Heartbeat
 from daemon.secretbox import SecretBoxError
 from scheduler import Alarm
@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     manifest_parser.set_defaults(run=manifest.run)
     admin.register(commands)
     forget.register(commands)
+    migrate_db.register(commands)
     startup.add_init_command(commands)
     for words, help_text, _ in PASSTHROUGH:
         commands.add_parser(" ".join(words), help=help_text)

@@ -86,6 +86,24 @@ def take_turns_claiming() -> None:
         database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
 
 
+def restart_ids(table: str) -> None:
+    """After rows were copied in with their ids, make new rows' ids follow the largest.
+    SQLite's rowid does so by itself; a PostgreSQL identity column counts on its own."""
+    if not is_postgres():
+        return
+    row = database.execute_sql(
+        "SELECT pg_get_serial_sequence(%s, 'id') FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = %s AND column_name = 'id'",
+        (f'"{table}"', table),
+    ).fetchone()
+    sequence = row[0] if row else None
+    if sequence is not None:
+        database.execute_sql(
+            f'SELECT setval(%s, max(id)) FROM "{table}" HAVING max(id) IS NOT NULL',  # noqa: S608 (a table of ours)
+            (sequence,),
+        )
+
+
 def like_pattern(pattern: str) -> str:
     """`pattern` for LIKE with its backslashes matching themselves on either engine:
     PostgreSQL's LIKE takes `\\` as its escape character, SQLite's has none."""
