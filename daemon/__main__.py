@@ -62,15 +62,15 @@ def serve(cfg: config.Config) -> int:
     secretbox = startup.open_state(cfg)
     with db.database.connection_context():
         db.refresh_statistics()
-        release_claims()  # a fresh process: no claim of a previous one is still alive
+        release_claims()  # a fresh SQLite daemon: no claim of a previous one is still alive
     ctx = Context.build(cfg, secretbox)
-    # Renews this instance's claims and decides whether it runs the periodic passes, from
-    # before the catch-up until the runner has drained.
-    heartbeat = Heartbeat(ctx.runner.claimer)
-    ctx.runner.runs_passes = heartbeat.runs_passes
-    heartbeat.start()
     mask = Masker(cfg.secrets())
     alarm = Alarm(lambda: dispatch_due(ctx), sweep_seconds=cfg.sweep_seconds, mask=mask)
+    # Renews this instance's claims, decides whether it runs the periodic passes and arms the
+    # alarm for work other instances commit, from before the catch-up until the runner drained.
+    heartbeat = Heartbeat(ctx.runner.claimer, rearm=alarm.rearm)
+    ctx.runner.runs_passes = heartbeat.runs_passes
+    heartbeat.start()
     ctx.health = Health(cfg.overdue_seconds, mask)
     ctx.health.watch(alarm.state)
     ctx.rearm, ctx.scheduler_next_due = alarm.rearm, lambda: alarm.next_due

@@ -201,3 +201,16 @@ def test_metrics_and_the_cli_show_each_instance_and_which_runs_the_passes(pg):
     finally:
         beat.stop()
         other.stop()
+
+
+def test_each_heartbeat_arms_the_alarm_for_work_another_instance_committed(pg):
+    armed = []
+    beat = Heartbeat("host-a:1:abc", rearm=armed.append)
+    try:
+        beat.beat(NOW)
+        with db.database.atomic():  # another instance takes a sign-out ending in 20 s
+            outbox.enqueue("revoke", "install-1", NOW + 20)
+        beat.beat(NOW + outbox.HEARTBEAT_SECONDS)
+        assert armed == [None, NOW + 20]
+    finally:
+        beat.stop()

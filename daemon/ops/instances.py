@@ -6,6 +6,11 @@ lock (db.PassesLock: one instance runs the quarantine retries, the repair pass a
 and writes its row: id, host, pid, started, last seen, claims held, whether it runs the
 passes. `/status`, `/metrics` and `envoy-proxy status` read those rows. A row not refreshed
 for a day is forgotten; a clean stop removes its own.
+
+It is also how an instance learns of work another instance committed (an ending due sooner
+than its alarm is set for): each beat re-arms the alarm for the earliest due instant, so such
+work waits at most a heartbeat past its due time (a short poll of one indexed read, chosen
+over LISTEN/NOTIFY: BENCHMARKS.md, issue 18).
 """
 
 import logging
@@ -14,6 +19,7 @@ import socket
 import threading
 
 from daemon.access import outbox
+from daemon.access.runner import next_due
 from db import Instance, PassesLock, database, now_epoch
 
 log = logging.getLogger("envoy_proxy.instances")
@@ -25,8 +31,9 @@ FORGET_AFTER_SECONDS = 86_400
 class Heartbeat:
     """One instance's heartbeat thread; `runs_passes()` answers from its last beat."""
 
-    def __init__(self, claimer: str, started_at: int | None = None):
+    def __init__(self, claimer: str, started_at: int | None = None, rearm=lambda at: None):
         self.claimer = claimer
+        self._rearm = rearm
         self.started_at = now_epoch() if started_at is None else started_at
         self._lock = PassesLock()
         self._runs_passes = False
@@ -37,7 +44,8 @@ class Heartbeat:
         return self._runs_passes
 
     def beat(self, now: int | None = None) -> None:
-        """Renew this instance's claims, take or keep the passes' lock, write its row."""
+        """Renew this instance's claims, take or keep the passes' lock, write its row, and
+        arm the alarm for the earliest due work, whoever committed it."""
         now = now_epoch() if now is None else now
         held = self._lock.hold()
         if held != self._runs_passes:
@@ -59,6 +67,8 @@ class Heartbeat:
                 Instance.delete().where(
                     Instance.last_seen_at < now - FORGET_AFTER_SECONDS
                 ).execute()
+            due = next_due(now)
+        self._rearm(due)
 
     def start(self) -> None:
         """Beat once now (the first start takes the passes if nobody holds them), then every
