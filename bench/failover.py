@@ -2,9 +2,10 @@
 
 A round-robin load generator (Envoy with its retries: a delivery that got no answer goes to
 the next instance on its next try) sends mixed events to three daemons sharing one database.
-At random moments one instance is SIGKILLed, restarted a few seconds later, and then another
-is killed, until the work is done. At each death the actions the dead instance had claimed
-are noted, and the time until each was run (done, or claimed) by another instance measured.
+At random moments one instance (one holding claimed work, if any does) is SIGKILLed,
+restarted a few seconds later, and then another is killed, until the work is done. At each
+death the actions the dead instance had claimed are noted, and the time until each was run
+(done, or claimed) by another instance measured.
 At the end: 0 events lost, 0 duplicate persons, 0 endings missed, every Envoy job finished
 (bench/campaign.py's verdict, with its Proxy timeline check), and the longest takeover
 (goal ≤ 15 s: the 10 s lease plus the alarm's look at its end).
@@ -198,7 +199,11 @@ def run(
     pace: float = 0.5,
     chaos_after: float = 60,
     proxy_latency_ms: int = 0,
+    max_kills: int | None = None,
+    sandbox=None,
 ) -> FailoverResult:
+    """One campaign in `work` on the empty database at `url`; `sandbox`: an already running
+    one (else a process is started)."""
     rng = random.Random(seed)
     stop = threading.Event()
     kills = 0
@@ -207,7 +212,7 @@ def run(
     watchers: list[threading.Thread] = []
     (work / "state").mkdir()
     (work / "state" / DATABASE_URL_FILE).write_text(url)
-    with world(work, seed, "failover", events) as w:
+    with world(work, seed, "failover", events, sandbox) as w:
         if proxy_latency_ms:  # Proxy calls in flight at every moment: deaths leave claims
             w.sandbox.add_fault(latency_ms=proxy_latency_ms)
         envoy_url = w.daemon.env.get("ENVOY_BASE_URL")
@@ -217,9 +222,12 @@ def run(
 
         def killer() -> None:
             nonlocal kills
-            while not stop.wait(rng.uniform(*kill_every)):
-                victim = rng.choice(daemons)
-                dead, held = _claims_of(url, victim.pid)
+            while kills != max_kills and not stop.wait(rng.uniform(*kill_every)):
+                # One holding claimed work if any does: its death is what the lease is for.
+                claims = {daemon: _claims_of(url, daemon.pid) for daemon in daemons}
+                holding = [daemon for daemon in daemons if claims[daemon][1]]
+                victim = rng.choice(holding or daemons)
+                dead, held = claims[victim]
                 victim.kill()
                 died = time.monotonic()
                 deaths.append(time.time())
