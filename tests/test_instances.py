@@ -6,7 +6,6 @@ import threading
 import time
 
 import psycopg
-import pytest
 from prometheus_client import generate_latest
 
 import db
@@ -20,16 +19,6 @@ from daemon.ops.metrics import Metrics
 WAIT = 10  # seconds a thread may take to get somewhere it should get at once
 NOW = 1_800_000_000
 PASSES_METRIC = "envoy_proxy_instance_runs_periodic_passes"
-
-
-@pytest.fixture
-def pg(postgres_server):
-    """A fresh, migrated PostgreSQL database, opened; its URL."""
-    url = postgres_server.new_database()
-    db.open_database(url)
-    yield url
-    db.close_database()
-    postgres_server.drop_created()
 
 
 def _enqueue(*lock_keys) -> list[int]:
