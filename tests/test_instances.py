@@ -9,7 +9,7 @@ import psycopg
 from prometheus_client import generate_latest
 
 import db
-from daemon.access import outbox
+from daemon.access import outbox, runner
 from daemon.access.runner import Runner
 from daemon.ops import instances, status_report
 from daemon.ops.admin import render_status
@@ -140,12 +140,12 @@ def test_an_instance_that_does_not_run_the_passes_leaves_quarantine_and_repair_a
     calls = []
     monkeypatch.setattr("daemon.access.runner.retry_quarantined", lambda *a: calls.append("q"))
     monkeypatch.setattr("daemon.access.reconcile.repair_pass", lambda *a: calls.append("r"))
-    runner = Runner(workers=1)
-    runner.runs_passes = lambda: False
-    runner.dispatch(None, NOW)
+    worker_pool = Runner(workers=1)
+    worker_pool.runs_passes = lambda: False
+    worker_pool.dispatch(None, NOW)
     assert calls == []
-    runner.runs_passes = lambda: True
-    runner.dispatch(None, NOW)
+    worker_pool.runs_passes = lambda: True
+    worker_pool.dispatch(None, NOW)
     assert calls == ["q", "r"]
 
 
@@ -203,3 +203,11 @@ def test_each_heartbeat_arms_the_alarm_for_work_another_instance_committed(pg):
         assert armed == [None, NOW + 20]
     finally:
         beat.stop()
+
+
+def test_an_instance_not_running_the_passes_does_not_wake_for_a_quarantined_delivery(pg):
+    """It would not retry the delivery, so its alarm would find it still due every second."""
+    db.Event.create(job_id="job-1", event="entry_sign_in", install_id="install-1", status=202,
+                    body="{}", next_attempt_at=NOW - 1)  # fmt: skip
+    assert runner.next_due(NOW, passes=True) == NOW - 1
+    assert runner.next_due(NOW, passes=False) is None

@@ -347,9 +347,12 @@ class Runner:
             self._pool.shutdown(wait=False)
 
 
-def next_due(now: int | None = None) -> int | None:
-    """The next instant something is due: an action, or a quarantined delivery's retry."""
+def next_due(now: int | None = None, passes: bool = True) -> int | None:
+    """The next instant something is due: an action, or a quarantined delivery's retry (for
+    the instance that runs the periodic passes: `passes`)."""
     action = outbox.next_due(now)
+    if not passes:
+        return action
     delivery = (
         Event.select(Event.next_attempt_at)
         .where(Event.body.is_null(False))
@@ -374,7 +377,7 @@ def dispatch_due(ctx) -> int | None:
     with database.connection_context():
         now = now_epoch()
         ctx.runner.dispatch(ctx, None)
-        due = next_due(now)
+        due = next_due(now, ctx.runner.runs_passes())
         return due if due is None or due > now else now + BLOCKED_RETRY_SECONDS
 
 

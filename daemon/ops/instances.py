@@ -67,7 +67,7 @@ class Heartbeat:
                 Instance.delete().where(
                     Instance.last_seen_at < now - FORGET_AFTER_SECONDS
                 ).execute()
-            due = next_due(now)
+            due = next_due(now, held)
         self._rearm(due)
 
     def start(self) -> None:
