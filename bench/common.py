@@ -277,11 +277,21 @@ class EnvoySim:
         self.service.stop()
 
 
+DATABASE_URL_FILE = "database.url"
+
+
+def database_location(state: Path) -> str:
+    """The daemon's database: its file in `state`, or the PostgreSQL URL that a campaign of
+    several instances wrote into `state/database.url`."""
+    url = state / DATABASE_URL_FILE
+    return url.read_text().strip() if url.exists() else str(state / "daemon.sqlite3")
+
+
 def open_db(state: Path):
     """The daemon's database opened in this process, through our own db layer."""
     import db
 
-    db.open_database(str(state / "daemon.sqlite3"))
+    db.open_database(database_location(state))
     return db
 
 
@@ -307,14 +317,16 @@ def prepare_install(state: Path, **config) -> dict:
         with db.database.connection_context():
             db.migrate()
             box = SecretBox.from_key_file(str(state / "secret.key"))
-            db.Install.insert(
-                install_id=INSTALL_ID,
-                config=config,
-                proxy_secret=box.encrypt(PROXY_SECRET),
-                timezone="America/New_York",
-                created_at=0,
-                updated_at=0,
-            ).on_conflict_replace().execute()
+            with db.database.atomic():  # replaced (a plain delete and insert: either engine)
+                db.Install.delete().where(db.Install.install_id == INSTALL_ID).execute()
+                db.Install.insert(
+                    install_id=INSTALL_ID,
+                    config=config,
+                    proxy_secret=box.encrypt(PROXY_SECRET),
+                    timezone="America/New_York",
+                    created_at=0,
+                    updated_at=0,
+                ).execute()
     finally:
         db.close_database()
     return config
@@ -442,7 +454,7 @@ class Daemon:
         self.env = {
             "ENVOY_CLIENT_SECRET": CLIENT_SECRET,
             "ENVOY_PROXY_LISTEN": f"127.0.0.1:{self.port}",
-            "ENVOY_PROXY_DB": str(state / "daemon.sqlite3"),
+            "ENVOY_PROXY_DB": database_location(state),
             "ENVOY_PROXY_KEY_FILE": str(state / "secret.key"),
             "PROXY_API_URL": proxy_url,
             "ENVOY_PROXY_LOG_LEVEL": "INFO",

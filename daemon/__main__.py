@@ -2,9 +2,10 @@
 
 Order at start: config → logging → the database's instance lock → database (open, checks,
 migrate) → key (daemon/startup.py: never a fresh database or a new key over lost ones) →
+heartbeat (this instance's claims, the periodic passes' lock, its row in the registry) →
 catch up overdue work → scheduler → READY=1 to systemd → serve. Order at stop (SIGTERM/SIGINT):
-STOPPING=1 → stop serving (Waitress drains in-flight requests) → stop the scheduler → close the
-database → exit 0.
+STOPPING=1 → stop serving (Waitress drains in-flight requests) → stop the scheduler → drain the
+runner → stop the heartbeat → close the database → exit 0.
 """
 
 import argparse
@@ -24,7 +25,8 @@ from daemon.envoy import manifest
 from daemon.health import Health
 from daemon.logs import setup_logging
 from daemon.masking import Masker
-from daemon.ops import admin, forget
+from daemon.ops import admin, forget, migrate_db
+from daemon.ops.instances import Heartbeat
 from daemon.secretbox import SecretBoxError
 from scheduler import Alarm
 from web.app import create_app
@@ -60,15 +62,25 @@ def serve(cfg: config.Config) -> int:
     secretbox = startup.open_state(cfg)
     with db.database.connection_context():
         db.refresh_statistics()
-        release_claims()  # a fresh process: no claim of a previous one is still alive
+        release_claims()  # a fresh SQLite daemon: no claim of a previous one is still alive
     ctx = Context.build(cfg, secretbox)
     mask = Masker(cfg.secrets())
     alarm = Alarm(lambda: dispatch_due(ctx), sweep_seconds=cfg.sweep_seconds, mask=mask)
+    # Renews this instance's claims, decides whether it runs the periodic passes and arms the
+    # alarm for work other instances commit, from before the catch-up until the runner drained.
+    heartbeat = Heartbeat(ctx.runner.claimer, rearm=alarm.rearm)
+    ctx.runner.runs_passes = heartbeat.runs_passes
+    heartbeat.start()
     ctx.health = Health(cfg.overdue_seconds, mask)
     ctx.health.watch(alarm.state)
     ctx.rearm, ctx.scheduler_next_due = alarm.rearm, lambda: alarm.next_due
-    # Retention has an alarm of its own: its passes never hold up due work.
-    eraser = Alarm(lambda: retention.run_pass(ctx), retention.PASS_SECONDS, mask)
+    # Retention has an alarm of its own: its passes never hold up due work. Like the other
+    # periodic passes, it runs on the one instance holding the passes' lock.
+    eraser = Alarm(
+        lambda: retention.run_pass(ctx) if heartbeat.runs_passes() else None,
+        retention.PASS_SECONDS,
+        mask,
+    )
     if cfg.retention_days:
         ctx.retention_runs = lambda: eraser.runs
     # Catch up before serving: a daemon that was down when access should have ended ends it now.
@@ -110,6 +122,7 @@ def serve(cfg: config.Config) -> int:
         alarm.shutdown()
         eraser.shutdown()
         ctx.runner.shutdown()
+        heartbeat.stop()
         ctx.proxy.close()
         db.close_database()
         lock.release()
@@ -172,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     manifest_parser.set_defaults(run=manifest.run)
     admin.register(commands)
     forget.register(commands)
+    migrate_db.register(commands)
     startup.add_init_command(commands)
     for words, help_text, _ in PASSTHROUGH:
         commands.add_parser(" ".join(words), help=help_text)

@@ -18,7 +18,9 @@ from db.engines import (
     lock_within_transaction,
     refresh_statistics,
     schema_version,
+    shared_by_instances,
     stored_bytes,
+    take_turns_claiming,
     write_probe,
 )
 from db.lookups import grant_by_id, install_by_id, install_or_none
@@ -33,12 +35,14 @@ from db.models import (
     Grant,
     GrantState,
     Install,
+    Instance,
     PlacedStatus,
     ProxyAccount,
     Verification,
     WatchlistEntry,
     now_epoch,
 )
+from db.passes_lock import PassesLock
 from db.postgres import is_postgres_url
 
 __all__ = [
@@ -52,6 +56,8 @@ __all__ = [
     "Grant",
     "GrantState",
     "Install",
+    "Instance",
+    "PassesLock",
     "PlacedStatus",
     "ProxyAccount",
     "Verification",
@@ -71,7 +77,9 @@ __all__ = [
     "open_database",
     "refresh_statistics",
     "schema_version",
+    "shared_by_instances",
     "stored_bytes",
+    "take_turns_claiming",
     "truncate_wal",
     "write_probe",
 ]

@@ -14,6 +14,14 @@ from db.postgres import is_postgres_url
 
 # The advisory lock that makes two instances starting together migrate one after the other.
 _MIGRATION_LOCK = 0x656E766F79  # "envoy"
+# The advisory lock under which instances claim due work, one claim at a time.
+_CLAIM_LOCK = _MIGRATION_LOCK + 1
+
+
+def shared_by_instances() -> bool:
+    """Whether several daemons may be using the open database at once (PostgreSQL). On
+    SQLite the instance lock (daemon.startup) lets one daemon serve a file."""
+    return is_postgres()
 
 
 def schema_version() -> int:
@@ -63,6 +71,37 @@ def lock_within_transaction(key: str) -> None:
     """
     if is_postgres():
         database.execute_sql("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
+
+def take_turns_claiming() -> None:
+    """Make the open transaction's claim of due work wait for any other instance's to commit.
+
+    A claim reads what is due and not held (also: no action of the same person held), then
+    marks it held. SQLite's write transaction already holds the one write lock. PostgreSQL at
+    READ COMMITTED would let two instances read the same rows as free, or two actions of one
+    person as each the only one: a transaction-level advisory lock makes claims take turns
+    (each is one short statement pair), and each statement after it sees the claims before.
+    """
+    if is_postgres():
+        database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
+
+
+def restart_ids(table: str) -> None:
+    """After rows were copied in with their ids, make new rows' ids follow the largest.
+    SQLite's rowid does so by itself; a PostgreSQL identity column counts on its own."""
+    if not is_postgres():
+        return
+    row = database.execute_sql(
+        "SELECT pg_get_serial_sequence(%s, 'id') FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = %s AND column_name = 'id'",
+        (f'"{table}"', table),
+    ).fetchone()
+    sequence = row[0] if row else None
+    if sequence is not None:
+        database.execute_sql(
+            f'SELECT setval(%s, max(id)) FROM "{table}" HAVING max(id) IS NOT NULL',  # noqa: S608 (a table of ours)
+            (sequence,),
+        )
 
 
 def like_pattern(pattern: str) -> str:

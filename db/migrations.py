@@ -296,6 +296,21 @@ STEPS.append(
     )
 )
 
+STEPS.append(
+    (
+        15,
+        "several instances: who holds each claim, and the registry of instances",
+        [
+            "ALTER TABLE action ADD COLUMN claimed_by VARCHAR(255)",
+            """CREATE TABLE instance (
+                id VARCHAR(255) NOT NULL PRIMARY KEY, host VARCHAR(255) NOT NULL,
+                pid INTEGER NOT NULL, started_at INTEGER NOT NULL,
+                last_seen_at INTEGER NOT NULL, claims INTEGER NOT NULL,
+                runs_passes INTEGER NOT NULL)""",
+        ],
+    )
+)
+
 SCHEMA_VERSION = STEPS[-1][0]
 
 

@@ -229,6 +229,7 @@ class Action(BaseModel):
     due_at = IntegerField()
     next_attempt_at = IntegerField()
     claimed_until = IntegerField(null=True, index=True)
+    claimed_by = CharField(null=True)  # the instance holding the claim (`Instance.id`)
     attempts = IntegerField(default=0)
     last_error = TextField(null=True)
     done = FlagField(default=False)
@@ -296,3 +297,19 @@ class AuditEntry(BaseModel):
     reason = TextField(null=True)
     actor = CharField()
     details = JSONField(null=True)
+
+
+class Instance(BaseModel):
+    """One running daemon sharing the database, as its last heartbeat left it.
+
+    `claims` counts the actions it held then; `runs_passes` says it holds the periodic passes'
+    lock (the repair pass, retention, quarantine retries).
+    """
+
+    id = CharField(primary_key=True)
+    host = CharField()
+    pid = IntegerField()
+    started_at = IntegerField()
+    last_seen_at = IntegerField()
+    claims = IntegerField(default=0)
+    runs_passes = FlagField(default=False)

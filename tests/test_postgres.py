@@ -32,16 +32,6 @@ WAIT = 10  # seconds a thread may take to get somewhere it should get at once
 
 
 @pytest.fixture
-def pg(postgres_server):
-    """A fresh, migrated PostgreSQL database, opened; its URL."""
-    url = postgres_server.new_database()
-    db.open_database(url)
-    yield url
-    db.close_database()
-    postgres_server.drop_created()
-
-
-@pytest.fixture
 def pg_daemon(postgres_server, monkeypatch, tmp_path, proxy_sandbox, envoy_sim):
     """The in-process daemon (tests/fixtures/daemon.py) on a PostgreSQL database."""
     monkeypatch.setenv(ENGINE_VARIABLE, "postgresql")

@@ -149,6 +149,7 @@ def install(app: Bottle, ctx: Context) -> None:
                 secrets=ctx.config.secrets(),
                 retention_days=ctx.config.retention_days,
                 retention_runs=ctx.retention_runs(),
+                this_instance=ctx.runner.claimer,
             )
 
     def status_html():

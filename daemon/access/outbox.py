@@ -1,16 +1,37 @@
 """The outbox's bookkeeping: enqueue, claim when due, record success or failure.
 
-A claim is a lease (`claimed_until`) taken by a conditional update inside an IMMEDIATE
+A claim is a lease (`claimed_until`) taken by a conditional update inside a write
 transaction, so a run that is late, repeated or concurrent never executes an action twice,
-and a claim left behind by a crash expires by itself (or is released at the next start).
-Endings are claimed before anything else that is due.
+and a claim left behind by a crash expires by itself. Endings are claimed before anything else
+that is due.
+
+Claims name their holder (`claimed_by`, the instance). On one SQLite file one daemon runs: a
+lease of 2 minutes, and a fresh start releases every claim. On a database shared by several
+instances (PostgreSQL) claims take turns (`db.take_turns_claiming`), the lease is short and
+each live instance renews its own at every heartbeat (daemon.ops.instances), so the work of an
+instance that died is taken over within `SHARED_LEASE_SECONDS`.
 """
+
+import os
+import secrets
+import socket
 
 from daemon.access import audit
 from daemon.retry import backoff_seconds
-from db import Action, ActionKind, ActionOutcome, database, now_epoch
+from db import (
+    Action,
+    ActionKind,
+    ActionOutcome,
+    database,
+    now_epoch,
+    shared_by_instances,
+    take_turns_claiming,
+)
 
 LEASE_SECONDS = 120
+# Renewed every HEARTBEAT_SECONDS by a live instance: two heartbeats may be missed.
+SHARED_LEASE_SECONDS = 10
+HEARTBEAT_SECONDS = 3
 FLAG_AFTER_ATTEMPTS = 5  # shown as failing on the status page and in metrics
 # A visitor waits in the lobby for an issue and an ending must not lag, so Proxy actions are
 # retried at least every 2 minutes: with a 15-minute cap, an issue was retried 295 s after an
@@ -55,6 +76,16 @@ def reschedule(action: Action, due_at: int) -> None:
     ).execute()
 
 
+def new_claimer() -> str:
+    """A name for this process's claims, unique across machines and restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def lease_seconds() -> int:
+    """How long a claim holds unless renewed."""
+    return SHARED_LEASE_SECONDS if shared_by_instances() else LEASE_SECONDS
+
+
 def _due(now: int):
     """Due and unclaimed, and not waiting behind a claimed action of the same person."""
     held_keys = Action.select(Action.lock_key).where(
@@ -68,15 +99,16 @@ def _due(now: int):
     )
 
 
-def claim_due(now: int, limit: int) -> list[Action]:
+def claim_due(now: int, limit: int, claimer: str | None = None) -> list[Action]:
     """Take a lease on up to `limit` due, unclaimed actions: endings first, then by due time.
 
-    An action whose lock key is held by a claimed action waits; of several due actions of
-    one person, the claimer runs them in order, one at a time.
+    An action whose lock key is held by a claimed action waits, whichever instance holds it;
+    of several due actions of one person, the claimer runs them in order, one at a time.
     """
     if limit <= 0:
         return []
     with database.atomic():
+        take_turns_claiming()
         ending_first = (Action.kind != ActionKind.REVOKE).asc()
         claimed = list(
             Action.select()
@@ -85,19 +117,59 @@ def claim_due(now: int, limit: int) -> list[Action]:
             .limit(limit)
         )
         if claimed:
-            Action.update(claimed_until=now + LEASE_SECONDS).where(
-                Action.id.in_([a.id for a in claimed])
-            ).execute()
+            _hold([a.id for a in claimed], now, claimer)
     return claimed
 
 
-def claim_one(action_id: int, now: int) -> Action | None:
+def claim_one(action_id: int, now: int, claimer: str | None = None) -> Action | None:
     """Take a lease on this action if it is due and unclaimed (the admin CLI runs it)."""
     with database.atomic():
+        take_turns_claiming()
         action = Action.select().where(_due(now) & (Action.id == action_id)).first()
         if action is not None:
-            Action.update(claimed_until=now + LEASE_SECONDS).where(Action.id == action_id).execute()
+            _hold([action_id], now, claimer)
     return action
+
+
+def _hold(action_ids: list[int], now: int, claimer: str | None) -> None:
+    Action.update(claimed_until=now + lease_seconds(), claimed_by=claimer).where(
+        Action.id.in_(action_ids)
+    ).execute()
+
+
+def renew(claimer: str, now: int) -> int:
+    """Extend the leases `claimer` still holds (its heartbeat); how many it holds.
+
+    A lease that ran out is not renewed: another instance may have taken the action over.
+    """
+    with database.atomic():
+        return (
+            Action.update(claimed_until=now + lease_seconds())
+            .where((Action.claimed_by == claimer) & (Action.claimed_until >= now))
+            .execute()
+        )
+
+
+def still_held(action: Action, claimer: str | None, now: int) -> bool:
+    """Whether `claimer` still holds this action, renewing its lease; asked just before
+    running it. Where one daemon serves the database nobody else can have taken it.
+
+    An instance whose heartbeat stalled (a paused VM) must not run an action that another
+    took over meanwhile: the two would run it at once.
+    """
+    if not shared_by_instances():
+        return True
+    with database.atomic():
+        renewed = (
+            Action.update(claimed_until=now + lease_seconds())
+            .where(
+                (Action.id == action.id)
+                & (Action.claimed_by == claimer)
+                & (Action.claimed_until >= now)
+            )
+            .execute()
+        )
+    return renewed == 1
 
 
 def complete(action: Action, now: int, outcome: str = ActionOutcome.DONE) -> None:
@@ -148,11 +220,14 @@ def retry(action_ids: list[int], now: int) -> int:
 
 def release_claims() -> int:
     """Drop every lease: called at start, when no runner of a previous process can be alive
-    (the instance lock says so).
+    (the instance lock says so). On a database shared by instances the others' claims are
+    alive: nothing is dropped, and a dead process's claims run out with their short lease.
 
     Only the `claimed_until` index is consulted (finished actions never hold a lease): a
     condition on `done` would walk every pending action, 1.5 s at a million.
     """
+    if shared_by_instances():
+        return 0
     with database.atomic():
         return (
             Action.update(claimed_until=None).where(Action.claimed_until.is_null(False)).execute()
@@ -163,10 +238,13 @@ def next_due(now: int | None = None) -> int | None:
     """The earliest instant at which some pending action not being run must run.
 
     Actions under a live lease are left out: their runner re-arms the alarm when it is done.
-    A lease that expires unrenewed is the sweep's to find. Walks `action_pending` in due order.
+    A lease that expires unrenewed is the sweep's to find on one SQLite daemon; where
+    instances share the database, the end of the earliest lease counts too (its holder may
+    have died), so that the work of a dead instance is taken over when its lease runs out.
+    Walks `action_pending` in due order.
     """
     now = now_epoch() if now is None else now
-    return (
+    unclaimed = (
         Action.select(Action.next_attempt_at)
         .where(
             (Action.done == False)  # noqa: E712
@@ -176,3 +254,14 @@ def next_due(now: int | None = None) -> int | None:
         .limit(1)
         .scalar()
     )
+    if not shared_by_instances():
+        return unclaimed
+    lease_end = (
+        Action.select(Action.claimed_until)
+        .where(Action.claimed_until >= now)
+        .order_by(Action.claimed_until)
+        .limit(1)
+        .scalar()
+    )
+    due = [at for at in (unclaimed, None if lease_end is None else lease_end + 1) if at is not None]
+    return min(due) if due else None

@@ -191,10 +191,17 @@ class GrantWatch:
 
 
 class Runner:
-    """A bounded pool of worker threads fed from the outbox (one per process)."""
+    """A bounded pool of worker threads fed from the outbox (one per process).
+
+    `claimer` names this instance's claims; `runs_passes()` says whether this instance runs
+    the periodic passes (quarantine retries, the repair pass): one instance at a time does
+    where several share the database (daemon.ops.instances), the only one otherwise.
+    """
 
     def __init__(self, workers: int = WORKERS):
         self.workers = workers
+        self.claimer = outbox.new_claimer()
+        self.runs_passes = lambda: True
         self.watch = GrantWatch()
         self.webhooks_first = WebhooksFirst()
         self._pool: ThreadPoolExecutor | None = None
@@ -245,8 +252,9 @@ class Runner:
         claimed = 0
         try:
             moment = now_epoch() if now is None else now
-            retry_quarantined(ctx, moment)
-            self._repair(moment)
+            if self.runs_passes():
+                retry_quarantined(ctx, moment)
+                self._repair(moment)
             while True:
                 with self._idle:
                     self._again = False
@@ -279,7 +287,7 @@ class Runner:
                 room = min(self.workers - self._busy, BATCH)
             if room == 0:
                 return claimed_total
-            claimed = outbox.claim_due(moment, room)
+            claimed = outbox.claim_due(moment, room, self.claimer)
             groups: dict[object, list[Action]] = {}
             for action in claimed:
                 groups.setdefault(action.lock_key or ("action", action.id), []).append(action)
@@ -295,8 +303,12 @@ class Runner:
         try:
             with database.connection_context():
                 while left:
-                    with self.webhooks_first.step():
-                        execute(ctx, left[0], now_epoch() if now is None else now)
+                    moment = now_epoch() if now is None else now
+                    if outbox.still_held(left[0], self.claimer, moment):
+                        with self.webhooks_first.step():
+                            execute(ctx, left[0], moment)
+                    else:
+                        log.warning("action %s was taken over by another instance", left[0].id)
                     left.pop(0)
                     self.watch.changed()
         except Exception:  # the database itself failed: give the claims back
@@ -335,9 +347,12 @@ class Runner:
             self._pool.shutdown(wait=False)
 
 
-def next_due(now: int | None = None) -> int | None:
-    """The next instant something is due: an action, or a quarantined delivery's retry."""
+def next_due(now: int | None = None, passes: bool = True) -> int | None:
+    """The next instant something is due: an action, or a quarantined delivery's retry (for
+    the instance that runs the periodic passes: `passes`)."""
     action = outbox.next_due(now)
+    if not passes:
+        return action
     delivery = (
         Event.select(Event.next_attempt_at)
         .where(Event.body.is_null(False))
@@ -362,7 +377,7 @@ def dispatch_due(ctx) -> int | None:
     with database.connection_context():
         now = now_epoch()
         ctx.runner.dispatch(ctx, None)
-        due = next_due(now)
+        due = next_due(now, ctx.runner.runs_passes())
         return due if due is None or due > now else now + BLOCKED_RETRY_SECONDS
 
 

@@ -196,6 +196,21 @@ def render_status(facts: dict) -> str:
         out.append(table(headers, [row(r) for r in rows]) if rows else "  none")
 
     section(
+        "Instances",
+        None,
+        facts["instances"],
+        ["INSTANCE", "HOST", "PID", "STARTED", "LAST SEEN", "CLAIMS", "PERIODIC PASSES"],
+        lambda n: [
+            n["id"],
+            n["host"],
+            n["pid"],
+            _when(n["started_at"]),
+            _when(n["last_seen_at"]) + ("" if n["alive"] else " (NOT ALIVE)"),
+            n["claims"],
+            "runs them" if n["runs_passes"] else "",
+        ],
+    )
+    section(
         "Installs",
         counts["installs"],
         facts["installs"],

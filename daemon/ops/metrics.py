@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from daemon.access.outbox import FLAG_AFTER_ATTEMPTS
-from db import Action, Event, Grant
+from daemon.ops import instances
+from db import Action, Event, Grant, now_epoch
 
 LATENESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -33,12 +34,36 @@ class _DatabaseCollector:
         )
         actions.add_metric(["dead"], Action.select().where(Action.outcome == "dead").count())
         yield actions
+        yield from _instance_gauges(now_epoch())
         quarantined = Event.select().where(Event.body.is_null(False)).count()
         yield GaugeMetricFamily(
             "envoy_proxy_events_quarantined",
             "Deliveries whose planning failed, waiting for their retry",
             value=quarantined,
         )
+
+
+def _instance_gauges(now: int):
+    """Each instance sharing the database: seconds since its heartbeat, claims it holds,
+    whether it runs the periodic passes (1 on exactly one instance while all is well)."""
+    labels = ["instance", "host"]
+    seen = GaugeMetricFamily(
+        "envoy_proxy_instance_seen_seconds", "Seconds since the instance's heartbeat", labels=labels
+    )
+    claims = GaugeMetricFamily(
+        "envoy_proxy_instance_claims", "Due work the instance has claimed", labels=labels
+    )
+    passes = GaugeMetricFamily(
+        "envoy_proxy_instance_runs_periodic_passes",
+        "1 for the instance running the periodic passes",
+        labels=labels,
+    )
+    for row in instances.registry(now):
+        key = [row["id"], row["host"]]
+        seen.add_metric(key, row["seen_seconds_ago"])
+        claims.add_metric(key, row["claims"])
+        passes.add_metric(key, int(row["runs_passes"]))
+    yield from (seen, claims, passes)
 
 
 class Metrics:

@@ -18,6 +18,7 @@ from daemon.access.outbox import FLAG_AFTER_ATTEMPTS
 from daemon.access.watchlist import count as watchlist_size
 from daemon.health import Verdict
 from daemon.masking import Masker
+from daemon.ops import instances
 from daemon.rules.settings import config_problem
 from daemon.rules.times import iso_utc, local_time
 from db import Action, Event, Grant, Install, Verification
@@ -182,10 +183,12 @@ def gather(
     limit: int = LIST_LIMIT,
     retention_days: int | None = None,
     retention_runs=None,
+    this_instance: str | None = None,
 ) -> dict:
     """Every fact of the status page as JSON-ready data; call with a connection open.
 
     `health`: the daemon's health check (`daemon.health`), read before this snapshot.
+    `this_instance`: the id of the instance answering (marked among the instances).
     """
     mask = Masker(secrets)
     pending = Action.done == False  # noqa: E712 (peewee expression)
@@ -257,6 +260,7 @@ def gather(
         }
         next_due = outbox.next_due()
         schema = db.schema_version()
+        running = instances.registry(now)
         zones = {row.install_id: row.timezone for row in installs}
         zones.update(
             _zones(
@@ -292,6 +296,7 @@ def gather(
             "alarm_at": moment(scheduler_next_due, home),
             "next_due": moment(next_due, home),
         },
+        "instances": [_instance(row, this_instance, home) for row in running],
         "counts": counts,
         "limit": limit,
         "installs": [_install(row, mask) for row in installs],
@@ -308,6 +313,16 @@ def gather(
         "verifications": [_verification(row, zones, mask) for row in verifications],
         "watchlist": {"size": counts["watchlist"]},
         "retention": _retention(retention_days, retention_runs, mask, home),
+    }
+
+
+def _instance(row: dict, this_instance: str | None, home: str) -> dict:
+    """An instance from the registry, its instants as moments, whether it is the one asked."""
+    return {
+        **row,
+        "started_at": moment(row["started_at"], home),
+        "last_seen_at": moment(row["last_seen_at"], home),
+        "this": row["id"] == this_instance,
     }
 
 

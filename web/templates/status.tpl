@@ -87,6 +87,28 @@ code { font-size: .95em; }
 % end
 </dl>
 
+<h2>Instances ({{len(facts['instances'])}})</h2>
+% if facts['instances']:
+<table>
+<thead><tr><th>Instance</th><th>Host</th><th>PID</th><th>Started</th><th>Last seen</th><th>Claims held</th><th>Periodic passes</th></tr></thead>
+<tbody>
+% for n in facts['instances']:
+<tr>
+<td><code>{{n['id']}}</code>{{' (this one)' if n['this'] else ''}}</td>
+<td>{{n['host']}}</td>
+<td>{{n['pid']}}</td>
+<td>{{when(n['started_at'])}}</td>
+<td class="{{'' if n['alive'] else 'bad'}}">{{when(n['last_seen_at'])}}{{'' if n['alive'] else ' (not alive: its claims are taken over)'}}</td>
+<td>{{n['claims']}}</td>
+<td>{{'runs them' if n['runs_passes'] else '—'}}</td>
+</tr>
+% end
+</tbody>
+</table>
+% else:
+<p class="muted">none: no daemon is running</p>
+% end
+
 <h2>Installs ({{facts['counts']['installs']}})</h2>
 % shown(facts['installs'], facts['counts']['installs'])
 % if facts['installs']:
