@@ -357,19 +357,19 @@ def part_c(site, envoy, args, verdicts, work, trips: int) -> None:
 
 def part_b(site, args, verdicts, work) -> None:
     """Sustained accept against the bare server, in `--rounds` rounds (the machine's speed
-    drifts within seconds when it is shared: each round measures the bare server and the
-    daemon back to back, and each verdict takes the round where the daemon did best)."""
+    drifts within seconds when it is shared): each verdict divides the daemon's best rate by
+    the bare server's best, so a slow bare round never flatters the daemon."""
     rounds = [_round_b(site, args, work / f"round-{n}", n) for n in range(1, args.rounds + 1)]
+    baseline = max((r["bare"] for r in rounds), key=lambda load: load.rate)
     for label in ("while the runner issues", "alone"):
-        best = max(rounds, key=lambda r: r[label].rate / max(r["bare"].rate, 1e-9))
-        result, baseline = best[label], best["bare"]
+        result = max((r[label] for r in rounds), key=lambda load: load.rate)
         share = result.rate / baseline.rate if baseline.rate else 0.0
-        shares = ", ".join(f"{r[label].rate / max(r['bare'].rate, 1e-9):.2f}" for r in rounds)
+        rates = ", ".join(f"{r[label].rate:.0f}/s vs {r['bare'].rate:.0f}/s" for r in rounds)
         verdicts.check(
             f"sustained accept >= 0.10 of bare, {label}",
             share >= SUSTAINED_SHARE and result.statuses.get(202, 0) == args.events,
-            f"{result.rate:.0f}/s vs bare {baseline.rate:.0f}/s = {share:.2f} (rounds: "
-            f"{shares}); {result.statuses.get(202, 0)}/{args.events} answered 202",
+            f"best {result.rate:.0f}/s vs best bare {baseline.rate:.0f}/s = {share:.2f} "
+            f"(rounds: {rates}); {result.statuses.get(202, 0)}/{args.events} answered 202",
         )
 
 
