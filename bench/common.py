@@ -357,9 +357,12 @@ def person_id(i: int) -> str:
 
 
 def scale_person(i: int) -> dict:
-    """The sandbox seed of the person of bulk-filled grant i + 1 (active, visitor tag)."""
+    """The sandbox seed of the person of bulk-filled grant i + 1 (active, visitor tag), as our
+    import made it: its `details` carry our marker (a person without it existed before us,
+    and a visit never changes its status)."""
     return {"id": person_id(i), "orgId": "org-1", "siteId": "site-1", "name": f"Scale {i}",
-            "email": f"scale-{i}@example.com", "tags": ["visitor-lobby"]}  # fmt: skip
+            "email": f"scale-{i}@example.com", "tags": ["visitor-lobby"],
+            "details": {"envoyId": f"entries:s{i}"}}  # fmt: skip
 
 
 def fill_active_grants(db, ends: list[int], now: int) -> None:
@@ -369,7 +372,7 @@ def fill_active_grants(db, ends: list[int], now: int) -> None:
         db.Grant.id, db.Grant.install_id, db.Grant.kind, db.Grant.subject, db.Grant.entry_id,
         db.Grant.email, db.Grant.full_name, db.Grant.group_ids, db.Grant.proxy_person_id,
         db.Grant.added_group_ids, db.Grant.starts_at, db.Grant.ends_at, db.Grant.state,
-        db.Grant.version, db.Grant.created_at, db.Grant.updated_at,
+        db.Grant.version, db.Grant.created_at, db.Grant.updated_at, db.Grant.person_ours,
     ]  # fmt: skip
     then = now - 600
 
@@ -378,7 +381,7 @@ def fill_active_grants(db, ends: list[int], now: int) -> None:
             yield (
                 i + 1, INSTALL_ID, "visitor", f"entries:s{i}", f"s{i}", f"scale-{i}@example.com",
                 f"Scale {i}", ["grp-visitors"], person_id(i), ["grp-visitors"], then, end,
-                "active", 1, then, then,
+                "active", 1, then, then, True,
             )  # fmt: skip
 
     action_fields = [
