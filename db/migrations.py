@@ -311,6 +311,14 @@ STEPS.append(
     )
 )
 
+STEPS.append(
+    (
+        16,
+        "the repair pass finds the persons compared longest ago from an index",
+        ['CREATE INDEX grant_state_reconciled ON "grant" (state, reconciled_at)'],
+    )
+)
+
 SCHEMA_VERSION = STEPS[-1][0]
 
 

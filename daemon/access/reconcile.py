@@ -224,17 +224,36 @@ def enqueue(grant: Grant, due_at: int) -> bool:
 def repair_pass(now: int, limit: int = REPAIR_BATCH) -> int:
     """Queue a reconcile for the persons with live or recently ended grants that were
     compared longest ago (at most `limit`); how many were queued."""
-    recent = (Grant.state == GrantState.ACTIVE) | (
-        (Grant.state == GrantState.ENDED) & (Grant.ends_at >= now - RECENT_SECONDS)
-    )
-    scope = fn.COALESCE(Grant.proxy_org_id, Grant.install_id)
-    persons = (
-        Grant.select(fn.MAX(Grant.id).alias("latest"))
-        .where(recent & Grant.email.is_null(False))
-        .group_by(scope, Grant.email)
-        .order_by(fn.MIN(fn.COALESCE(Grant.reconciled_at, 0)))
-        .limit(limit)
-    )
-    latest = [row.latest for row in persons]
     with database.atomic():
-        return sum(enqueue(grant, now) for grant in Grant.select().where(Grant.id.in_(latest)))
+        return sum(enqueue(grant, now) for grant in _compared_longest_ago(now, limit))
+
+
+def _compared_longest_ago(now: int, limit: int) -> list[Grant]:
+    """One grant of each of up to `limit` persons, those compared longest ago (never first).
+
+    Each candidate set is read in its index's order and cut short (`grant_state_reconciled`,
+    `grant_state_ends`): a scan of every live grant took 2.5 s at a million pending, every pass,
+    in the way of due endings (BENCHMARKS.md, issue 16). A person with several grants shows
+    more than once, hence the margin; the pass is bounded, so an approximate cut is enough."""
+    margin = limit * 4
+    named = Grant.email.is_null(False)
+    active = (Grant.state == GrantState.ACTIVE) & named
+    never = Grant.select().where(active & Grant.reconciled_at.is_null()).limit(margin)
+    oldest = (
+        Grant.select()
+        .where(active & Grant.reconciled_at.is_null(False))
+        .order_by(Grant.reconciled_at)
+        .limit(margin)
+    )
+    ended = (Grant.state == GrantState.ENDED) & (Grant.ends_at >= now - RECENT_SECONDS)
+    recently = (
+        Grant.select()
+        .where(ended & named)
+        .order_by(fn.COALESCE(Grant.reconciled_at, 0))
+        .limit(margin)
+    )
+    candidates = sorted([*never, *oldest, *recently], key=lambda g: (g.reconciled_at or 0, g.id))
+    persons: dict[str, Grant] = {}
+    for grant in candidates:
+        persons.setdefault(grants.person_key(grant), grant)
+    return list(persons.values())[:limit]
