@@ -10,7 +10,7 @@ have both flush their commits. Or the server at ENVOY_PROXY_TEST_PG_URL (an acco
 create databases), as it is configured. One table at the end: each target, each engine's
 figure and verdict.
 
-    python -m bench.engines [--parts dace] [--seconds S] [--latency-ms 120]
+    python -m bench.engines [--parts dace] [--seconds S] [--latency-ms 120] [--no-durable]
 """
 
 import argparse
@@ -75,12 +75,14 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """ENVOY_PROXY_TEST_PG_URL's server, or a throwaway durable cluster (removed afterwards)."""
+def postgres_server(durable: bool = True) -> Iterator[PostgresServer]:
+    """ENVOY_PROXY_TEST_PG_URL's server, or a throwaway cluster (removed afterwards): durable,
+    or as the test fixture runs it (commits not flushed)."""
     given = os.environ.get("ENVOY_PROXY_TEST_PG_URL")
     directory = None
     if not given:
-        with mock.patch.dict(pg_cluster.SETTINGS, DURABLE):
+        settings = DURABLE if durable else {"max_connections": DURABLE["max_connections"]}
+        with mock.patch.dict(pg_cluster.SETTINGS, settings):
             directory, given = pg_cluster.start()
     server = PostgresServer(given)
     try:
@@ -107,6 +109,12 @@ def table(results: dict[str, list[tuple[str, bool, str]]]) -> str:
     return "\n".join(lines)
 
 
+def add_durability_arg(parser) -> None:
+    parser.add_argument("--no-durable", dest="durable", action="store_false",
+                        help="the throwaway cluster as the tests run it: fsync and synchronous "
+                        "commit off (what flushing costs, by difference)")  # fmt: skip
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.engines",
@@ -114,6 +122,7 @@ def main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_site_args(parser, PARTS)
+    add_durability_arg(parser)
     parser.set_defaults(profile=None, profile_idle=False)  # bench.site's options, not used here
     args = parser.parse_args(argv)
     if not args.parts or set(args.parts) - set(PARTS):
@@ -121,7 +130,7 @@ def main(argv=None) -> int:
     print_header(f"engines: parts {args.parts} on SQLite, then PostgreSQL; Proxy "
                  f"{args.latency_ms} ms a call")  # fmt: skip
     results = {}
-    with workdir("engines") as work, postgres_server() as server:
+    with workdir("engines") as work, postgres_server(args.durable) as server:
         print(f"   PostgreSQL: {server.describe()}", flush=True)
         for engine, database in (
             ("SQLite", lambda site: None),

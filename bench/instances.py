@@ -11,6 +11,7 @@ Every process shares the machine's cores: the instances, PostgreSQL, the sandbox
 load generator (with the Envoy simulator in a thread).
 
     python -m bench.instances [--events 3000] [--instances 1,2,3] [--latency-ms 120]
+                              [--no-durable]
 """
 
 import argparse
@@ -27,7 +28,7 @@ from bench.common import (
     sign_ins,
     workdir,
 )
-from bench.engines import postgres_server
+from bench.engines import add_durability_arg, postgres_server
 from bench.site import Site, TimedEnvoy
 
 
@@ -70,6 +71,7 @@ def main(argv=None) -> int:
     parser.add_argument("--instances", default="1,2,3", help="PostgreSQL rows: instance counts")
     parser.add_argument("--latency-ms", type=int, default=120)
     add_daemon_args(parser)
+    add_durability_arg(parser)
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.instances.split(",")]
     print_header(f"instances: {args.events} sign-ins flat out from {args.clients} clients, "
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
     rows = []
     envoy = TimedEnvoy().start()
     try:
-        with workdir("instances") as work, postgres_server() as server:
+        with workdir("instances") as work, postgres_server(args.durable) as server:
             print(f"   PostgreSQL: {server.describe()}", flush=True)
             rows.append(measure(work, envoy, args, "sqlite", None, 1))
             for n in counts:
