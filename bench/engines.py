@@ -123,7 +123,6 @@ def main(argv=None) -> int:
     )
     add_site_args(parser, PARTS)
     add_durability_arg(parser)
-    parser.set_defaults(profile=None, profile_idle=False)  # bench.site's options, not used here
     args = parser.parse_args(argv)
     if not args.parts or set(args.parts) - set(PARTS):
         parser.error(f"--parts: some of {PARTS!r} (b, the flood, is bench.site's: SQLite only)")

@@ -503,6 +503,10 @@ def add_site_args(parser, parts: str) -> None:
     parser.add_argument("--latency-ms", type=int, default=120)
     parser.add_argument("--seconds", type=int,
                         help="cap the paced phases of a, c and e (a quick check)")  # fmt: skip
+    parser.add_argument("--profile", choices=("accept", "c20", "c50", "sustained", "hook"),
+                        help="record the daemon with py-spy (CPU) during this phase")  # fmt: skip
+    parser.add_argument("--profile-idle", action="store_true",
+                        help="with --profile: also sample waiting threads")  # fmt: skip
     add_daemon_args(parser)
 
 
@@ -517,10 +521,6 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=16, help="clients of (b)")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of (b); the best counts")
-    parser.add_argument("--profile", choices=("accept", "c20", "c50", "sustained", "hook"),
-                        help="record the daemon with py-spy (CPU) during this phase")  # fmt: skip
-    parser.add_argument("--profile-idle", action="store_true",
-                        help="with --profile: also sample waiting threads")  # fmt: skip
     args = parser.parse_args(argv)
     print_header(f"site: Proxy {args.latency_ms} ms a call, parts {args.parts}")
     verdicts = Verdicts()
