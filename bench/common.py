@@ -676,14 +676,17 @@ class LoadResult:
 
 
 def run_load(
-    url: str,
+    url: str | Sequence[str],
     requests_: Sequence[tuple[str, str, bytes | None, dict]],
     clients: int = 16,
     time_limit: float = 300,
     keep_answers: bool = False,
 ) -> LoadResult:
     """Send `(method, path, body, headers)` requests from `clients` threads, each with its own
-    keep-alive connection, each request once, in order of the list; stop at `time_limit`."""
+    keep-alive connection, each request once, in order of the list; stop at `time_limit`.
+    Several URLs (instances behind a balancer): request i goes to URL i mod their number, each
+    client keeping a connection to each."""
+    urls = [url] if isinstance(url, str) else list(url)
     result = LoadResult()
     lock = threading.Lock()
     counter = itertools.count()
@@ -692,7 +695,7 @@ def run_load(
     last_answer = [0.0]
 
     def client() -> None:
-        connection = KeepAlive(url)
+        connections = [KeepAlive(u) for u in urls]
         start_gate.wait()
         while time.monotonic() < deadline:
             index = next(counter)
@@ -701,7 +704,7 @@ def run_load(
             method, path, body, headers = requests_[index]
             sent = time.monotonic()
             try:
-                status, data = connection.request(method, path, body, headers)
+                status, data = connections[index % len(urls)].request(method, path, body, headers)
             except (OSError, http.client.HTTPException):
                 with lock:
                     result.statuses["error"] += 1
@@ -713,7 +716,8 @@ def run_load(
                 last_answer[0] = max(last_answer[0], answered)
                 if keep_answers:
                     result.answers[index] = (status, data)
-        connection.close()
+        for connection in connections:
+            connection.close()
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for thread in threads:

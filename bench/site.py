@@ -19,7 +19,11 @@ notes when each job update arrives).
 (e) identity hook with verification_require_credential (a site of its own): 8 clients call it
     back to back for 30 s while sign-ins flow at 20/s; p99 <= RT x 120 ms + 150 ms, no 412.
 
-    python -m bench.site [--parts dacbe] [--latency-ms 120] [--profile c50]
+A site's database is its SQLite file, or a PostgreSQL URL (bench/engines.py runs a, c, d
+and e on both engines; bench/instances.py serves one database from several instances).
+`--seconds` shortens the paced phases of a, c and e (a quick check, not the targets' lengths).
+
+    python -m bench.site [--parts dacbe] [--latency-ms 120] [--profile c50] [--seconds S]
 """
 
 import argparse
@@ -33,6 +37,7 @@ import threading
 import time
 from argparse import Namespace
 from collections import Counter
+from collections.abc import Callable
 
 import requests
 from peewee import fn
@@ -40,6 +45,7 @@ from peewee import fn
 from bench.common import (
     CLIENT_ID,
     CLIENT_SECRET,
+    DATABASE_URL_FILE,
     INSTALL_ID,
     BareServer,
     Daemon,
@@ -94,24 +100,46 @@ class TimedEnvoy(EnvoySimulator):
 
 
 class Site:
-    """One daemon and its own Proxy sandbox, with `latency_ms` on every Proxy API call."""
+    """One daemon and its own Proxy sandbox, with `latency_ms` on every Proxy API call.
 
-    def __init__(self, work, name: str, envoy: TimedEnvoy, args, **install):
+    `database`: a PostgreSQL URL (else the daemon's SQLite file in its state directory), which
+    `instances` daemons may share; `daemon` is the first of them."""
+
+    def __init__(self, work, name: str, envoy: TimedEnvoy, args, database: str | None = None,
+                 instances: int = 1, **install):  # fmt: skip
+        if instances > 1 and not database:
+            raise ValueError("several instances need a PostgreSQL database")
         base = work / name
         base.mkdir()
         self.sandbox = Sandbox(base)
         if args.latency_ms:
             self.sandbox.add_fault(latency_ms=args.latency_ms)
         self.state = base / "state"
+        if database:
+            self.state.mkdir()
+            (self.state / DATABASE_URL_FILE).write_text(database)
         self.config = prepare_install(self.state, **install)
-        self.daemon = Daemon(self.state, self.sandbox.url, envoy.url)
-        self.daemon.start(args.daemon_args.split())
-        self.daemon.wait_ready()
+        self.daemons = [Daemon(self.state, self.sandbox.url, envoy.url)]
+        if instances > 1:
+            from bench.failover import _instance  # imports psycopg: PostgreSQL runs only
+
+            self.daemons += [_instance(base, self.state, n, self.sandbox.url, envoy.url)
+                             for n in range(2, instances + 1)]  # fmt: skip
+        for daemon in self.daemons:
+            daemon.start(args.daemon_args.split())
+        for daemon in self.daemons:
+            daemon.wait_ready()
+        self.daemon = self.daemons[0]
         self.db = open_db(self.state)
+
+    @property
+    def urls(self) -> list[str]:
+        return [daemon.url for daemon in self.daemons]
 
     def close(self) -> None:
         self.db.close_database()
-        self.daemon.stop()
+        for daemon in self.daemons:
+            daemon.stop()
         self.sandbox.stop()
 
     def backlog(self) -> Counter:
@@ -303,10 +331,16 @@ def paced_sign_ins(site, envoy, rate: int, seconds: int, tag: str) -> Paced:
     return run
 
 
+def phase_seconds(args, issue_seconds: int) -> int:
+    """A paced phase's length: the issue's, unless `--seconds` caps it for a quick check."""
+    return min(issue_seconds, args.seconds) if args.seconds else issue_seconds
+
+
 def part_a(site, envoy, args, verdicts, work) -> None:
-    with profiled(args, "accept", site.daemon.pid, work, 20):
-        load = paced_sign_ins(site, envoy, 50, 20, "accept").load
-    print(f"   accept, paced 50/s from 16 clients for 20 s: {load.describe()}")
+    seconds = phase_seconds(args, 20)
+    with profiled(args, "accept", site.daemon.pid, work, seconds):
+        load = paced_sign_ins(site, envoy, 50, seconds, "accept").load
+    print(f"   accept, paced 50/s from 16 clients for {seconds} s: {load.describe()}")
     p99 = percentile(load.latencies, 99)
     verdicts.check(
         "accept p99 <= 100 ms at 50/s, 16 clients",
@@ -323,13 +357,15 @@ def ms(seconds: float) -> str:
 
 def part_c(site, envoy, args, verdicts, work, trips: int) -> None:
     target = trips * args.latency_ms / 1000 + SLACK
+    seconds = phase_seconds(args, 30)
     for rate in (20, 50):
-        with profiled(args, f"c{rate}", site.daemon.pid, work, 30):
-            run = paced_sign_ins(site, envoy, rate, 30, f"c{rate}")
-        count, done = rate * 30, run.finals.get("done", 0)
+        with profiled(args, f"c{rate}", site.daemon.pid, work, seconds):
+            run = paced_sign_ins(site, envoy, rate, seconds, f"c{rate}")
+        count, done = rate * seconds, run.finals.get("done", 0)
         print(
-            f"   {rate} sign-ins/s for 30 s: accept p99 {ms(percentile(run.load.latencies, 99))};"
-            f" send -> active in Proxy (its last call answered) p50 "
+            f"   {rate} sign-ins/s for {seconds} s: accept p99 "
+            f"{ms(percentile(run.load.latencies, 99))}; send -> active in Proxy (its last "
+            f"call answered) p50 "
             f"{ms(percentile(run.active, 50))}, p99 {ms(percentile(run.active, 99))}, max "
             f"{ms(max(run.active, default=math.nan))} over {len(run.active)}; send -> job "
             f"update done p50 {ms(percentile(run.told, 50))}, p99 {ms(percentile(run.told, 99))},"
@@ -402,8 +438,9 @@ def _round_b(site, args, work, number: int) -> dict:
     return {"bare": baseline, "while the runner issues": load, "alone": alone}
 
 
-def part_e(work, envoy, args, verdicts) -> None:
-    site = Site(work, "verify", envoy, args, verification_require_credential=True)
+def part_e(work, envoy, args, verdicts, database: str | None = None) -> None:
+    site = Site(work, "verify", envoy, args, database, verification_require_credential=True)
+    seconds = phase_seconds(args, 30)
     try:
         run_load(site.daemon.url, hook_calls(3, "warm", site.config), clients=1)
         site.settle()
@@ -412,17 +449,17 @@ def part_e(work, envoy, args, verdicts) -> None:
         trips = len(site.calls_since(began))
         target = trips * args.latency_ms / 1000 + SLACK
         site.settle()
-        flow = threading.Thread(target=paced_sign_ins, args=(site, envoy, 20, 32, "flow"))
+        flow = threading.Thread(target=paced_sign_ins, args=(site, envoy, 20, seconds + 2, "flow"))
         flow.start()
         time.sleep(1)
-        with profiled(args, "hook", site.daemon.pid, work, 30):
+        with profiled(args, "hook", site.daemon.pid, work, seconds):
             hooks = run_load(site.daemon.url, hook_calls(5000, "hook", site.config), clients=8,
-                             time_limit=30, keep_answers=True)  # fmt: skip
+                             time_limit=seconds, keep_answers=True)  # fmt: skip
         flow.join()
     finally:
         site.close()
-    print(f"   one hook call alone: {trips} Proxy calls; 8 clients back to back for 30 s while "
-          f"20 sign-ins/s flow: {hooks.describe()}")  # fmt: skip
+    print(f"   one hook call alone: {trips} Proxy calls; 8 clients back to back for {seconds} s "
+          f"while 20 sign-ins/s flow: {hooks.describe()}")  # fmt: skip
     print_refusals(hooks)
     p99 = percentile(hooks.latencies, 99)
     verdicts.check(
@@ -437,45 +474,58 @@ def part_e(work, envoy, args, verdicts) -> None:
     )
 
 
+def run_parts(work, args, verdicts, database: Callable[[str], str | None] = lambda site: None):
+    """The parts `args.parts` names, each site's database given by `database(site name)`
+    (None: its SQLite file); an Envoy simulator of their own."""
+    envoy = TimedEnvoy().start()
+    try:
+        site = Site(work, "site", envoy, args, database("site"))
+        try:
+            if "d" in args.parts or "c" in args.parts:
+                trips = part_d(site, envoy, verdicts)
+            if "a" in args.parts:
+                part_a(site, envoy, args, verdicts, work)
+            if "c" in args.parts:
+                part_c(site, envoy, args, verdicts, work, trips)
+            if "b" in args.parts:
+                part_b(site, args, verdicts, work)
+        finally:
+            site.close()
+        if "e" in args.parts:
+            part_e(work, envoy, args, verdicts, database("verify"))
+    finally:
+        envoy.stop()
+
+
+def add_site_args(parser, parts: str) -> None:
+    """The options of a site's run (shared with bench/engines.py)."""
+    parser.add_argument("--parts", default=parts, help="which parts to run (c runs d too)")
+    parser.add_argument("--latency-ms", type=int, default=120)
+    parser.add_argument("--seconds", type=int,
+                        help="cap the paced phases of a, c and e (a quick check)")  # fmt: skip
+    parser.add_argument("--profile", choices=("accept", "c20", "c50", "sustained", "hook"),
+                        help="record the daemon with py-spy (CPU) during this phase")  # fmt: skip
+    parser.add_argument("--profile-idle", action="store_true",
+                        help="with --profile: also sample waiting threads")  # fmt: skip
+    add_daemon_args(parser)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.site",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--parts", default="dacbe", help="which of a-e to run (c runs d too)")
-    parser.add_argument("--latency-ms", type=int, default=120)
+    add_site_args(parser, "dacbe")
     parser.add_argument("--events", type=int, default=3000, help="sign-ins of (b)")
     parser.add_argument("--clients", type=int, default=16, help="clients of (b)")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of (b); the best counts")
-    parser.add_argument("--profile", choices=("accept", "c20", "c50", "sustained", "hook"),
-                        help="record the daemon with py-spy (CPU) during this phase")  # fmt: skip
-    parser.add_argument("--profile-idle", action="store_true",
-                        help="with --profile: also sample waiting threads")  # fmt: skip
-    add_daemon_args(parser)
     args = parser.parse_args(argv)
     print_header(f"site: Proxy {args.latency_ms} ms a call, parts {args.parts}")
     verdicts = Verdicts()
-    envoy = TimedEnvoy().start()
-    try:
-        with workdir("site") as work:
-            site = Site(work, "site", envoy, args)
-            try:
-                if "d" in args.parts or "c" in args.parts:
-                    trips = part_d(site, envoy, verdicts)
-                if "a" in args.parts:
-                    part_a(site, envoy, args, verdicts, work)
-                if "c" in args.parts:
-                    part_c(site, envoy, args, verdicts, work, trips)
-                if "b" in args.parts:
-                    part_b(site, args, verdicts, work)
-            finally:
-                site.close()
-            if "e" in args.parts:
-                part_e(work, envoy, args, verdicts)
-    finally:
-        envoy.stop()
+    with workdir("site") as work:
+        run_parts(work, args, verdicts)
     return verdicts.exit_code()
 
 
