@@ -3,9 +3,10 @@
 import requests
 from requests.adapters import HTTPAdapter
 
-# Connections kept per host: the outbox's workers, the webhooks and the identity hook may all
-# call at once (~32); requests keeps 10 by default, and discards and reopens the rest.
-POOL_SIZE = 32
+# Connections kept per host: the runner's 64 workers (`runner.WORKERS`), the identity hook's
+# deciders and the webhooks may all call at once; requests keeps 10 by default, and discards and
+# reopens the rest (with 32 here, a burst logged "Connection pool is full" ~900 times).
+POOL_SIZE = 80
 
 
 class _NoRedirects(requests.Session):
