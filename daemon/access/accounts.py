@@ -18,7 +18,8 @@ ORG_CHANGED = "Proxy organization changed"
 
 
 def org_left(install: Install | None, org_id: str) -> str | None:
-    """The org this install leaves if step 1 now names `org_id`, or None."""
+    """The install's current org when it is not `org_id`, else None: the org it leaves if
+    step 1 now names `org_id`, or the org it is in now for a grant of an org it has left."""
     if install is None:
         return None
     current = Settings.lenient(install.config or {}).proxy_org_id
@@ -45,17 +46,15 @@ def keep_credentials(install: Install, now: int) -> None:
     ).execute()
 
 
-def release_unused(install_id: str) -> int:
-    """Drop the kept credentials that no live grant needs (those of the org the install is
-    back in are covered by its own); returns how many."""
-    install = Install.get_or_none(Install.install_id == install_id)
-    current = Settings.lenient(install.config or {}).proxy_org_id if install else None
+def release_unused(install_id: str, current_org: str | None) -> int:
+    """Drop the kept credentials that no live grant needs (those of `current_org`, the org the
+    install is in now, are covered by its own); returns how many."""
     needed = Grant.select(Grant.proxy_org_id).where(
         (Grant.install_id == install_id)
         & Grant.state.in_(LIVE_STATES)
         & Grant.proxy_org_id.is_null(False)
     )
     unused = ProxyAccount.org_id.not_in(needed)
-    if current:
-        unused |= ProxyAccount.org_id == current
+    if current_org:
+        unused |= ProxyAccount.org_id == current_org
     return ProxyAccount.delete().where((ProxyAccount.install_id == install_id) & unused).execute()

@@ -331,13 +331,6 @@ def revoke(ctx, grant: Grant, now: int) -> Outcome:
     live = (Grant.state == GrantState.ACTIVE) & (Grant.ends_at.is_null() | (Grant.ends_at > now))
     others = _same_rule(grant, list(Grant.select().where(_same_person(grant, live))))
 
-    install = install_by_id(grant.install_id)
-
-    def ended() -> None:
-        _mark_ended(grant, now)
-        if grant.proxy_org_id and accounts.org_left(install, grant.proxy_org_id):
-            accounts.release_unused(grant.install_id)  # the last of a left org's grants?
-
     if others:
         # Keep the person active; whoever ends last takes away the groups we added.
         heir = max(others, key=lambda g: (g.ends_at is None, g.ends_at or 0))
@@ -351,6 +344,15 @@ def revoke(ctx, grant: Grant, now: int) -> Outcome:
             _mark_ended(grant, now)
 
         return Outcome(f"access kept for grant {heir.id} of the same person", bequeath)
+    install = install_by_id(grant.install_id)
+    # The install's org now, when this grant's is one it has left since.
+    current_org = grant.proxy_org_id and accounts.org_left(install, grant.proxy_org_id)
+
+    def ended() -> None:
+        _mark_ended(grant, now)
+        if current_org:  # the last grant of an org the install left?
+            accounts.release_unused(grant.install_id, current_org)
+
     client = ctx.proxy.client(install, grant.proxy_org_id)
     person_id = grant.proxy_person_id
     if person_id is None:  # an issue interrupted before it learnt the id: ask Proxy

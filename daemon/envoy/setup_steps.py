@@ -243,7 +243,7 @@ def _switch_org(request: EnvoyRequest, install: Install, left: str, answer: dict
     with database.atomic():
         accounts.keep_credentials(install, now)
         _save(request, answer, **columns, last_error=notice)
-        accounts.release_unused(install.install_id)
+        accounts.release_unused(install.install_id, answer["proxy_org_id"])
     log.warning("install %s: %s", request.install_id, notice)
 
 
