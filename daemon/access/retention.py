@@ -92,8 +92,10 @@ AUDIT = PersonalData(
     since=AuditEntry.at,  # a record of what happened: every entry ages out
     owned=lambda email: fn.LOWER(AuditEntry.email) == email,
 )
-# Not here: verifications (ids and reason codes only), the watchlist (the admin's own list,
-# needed for access decisions: `envoy-proxy watchlist remove`), installs (the company's setup).
+# Not here: placed statuses (rows whose key names the person, needed only while ahead: deleted
+# outright by the pass and by `forget`), verifications (ids and reason codes only), the
+# watchlist (the admin's own list, needed for access decisions: `envoy-proxy watchlist
+# remove`), installs (the company's setup).
 PERSONAL_DATA: tuple[PersonalData, ...] = (
     GRANTS,
     AUDIT,
