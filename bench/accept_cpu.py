@@ -7,10 +7,11 @@ Separates the webhook's own CPU from everything the intake benchmark mixes in (W
 the load generator, the outbox). `--profile` adds cProfile's top functions and counts the SQL
 statements per event, for each phase.
 
-    python -m bench.accept_cpu [--events 1000] [--profile]
+    python -m bench.accept_cpu [--events 1000] [--profile] [--postgres]
 """
 
 import argparse
+import contextlib
 import cProfile
 import io
 import logging
@@ -21,13 +22,16 @@ import time
 from bench.common import (
     CLIENT_ID,
     CLIENT_SECRET,
+    DATABASE_URL_FILE,
     EnvoySim,
     Sandbox,
+    database_location,
     prepare_install,
     print_header,
     sign_ins,
     workdir,
 )
+from bench.engines import postgres_server
 from bench.experiment import PATCHES
 
 
@@ -49,6 +53,9 @@ def main(argv=None) -> int:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--patches", default="", help="bench/experiment.py patches to apply")
+    parser.add_argument(
+        "--postgres", action="store_true", help="the database on a throwaway PostgreSQL cluster"
+    )
     args = parser.parse_args(argv)
     print_header(f"accept path CPU, in-process, {args.events} entry_sign_in {args.patches}")
     for name in filter(None, args.patches.split(",")):
@@ -60,13 +67,16 @@ def main(argv=None) -> int:
     from daemon.secretbox import SecretBox
     from web.app import create_app
 
-    with workdir("accept-cpu") as work:
+    with workdir("accept-cpu") as work, contextlib.ExitStack() as stack:
+        if args.postgres:
+            url = stack.enter_context(postgres_server()).new_database("accept_cpu")
+            (work / DATABASE_URL_FILE).write_text(url)
         sandbox, envoy = Sandbox(work), EnvoySim(work)
         settings = prepare_install(work)
         cfg = config.load(
             environ={
                 "ENVOY_CLIENT_SECRET": CLIENT_SECRET,
-                "ENVOY_PROXY_DB": str(work / "daemon.sqlite3"),
+                "ENVOY_PROXY_DB": database_location(work),
                 "ENVOY_PROXY_KEY_FILE": str(work / "secret.key"),
                 "PROXY_API_URL": sandbox.url,
                 "ENVOY_CLIENT_ID": CLIENT_ID,

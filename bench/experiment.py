@@ -86,7 +86,59 @@ def no_heartbeat_poll() -> None:
     )
 
 
+def format_outside_lock() -> None:
+    """Log lines formatted (and masked) before the handler's lock is taken, so that a thread
+    holding it only writes: a thread descheduled while holding it stalls every thread that
+    logs (issue 18, webhooks waiting in `Handler.acquire`)."""
+    import logging
+
+    def handle(self, record):
+        if not self.filter(record):
+            return False
+        line = self.format(record) + self.terminator
+        with self.lock:
+            self.stream.write(line)
+            self.stream.flush()
+        return True
+
+    logging.StreamHandler.handle = handle
+
+
+def runner_keeps_connection() -> None:
+    """Each runner thread keeps its database connection for its life instead of checking one
+    out of the pool per group: fewer turns on peewee's one connect/close lock."""
+    import daemon.access.runner as module
+    from db import database
+
+    class Kept:
+        def __enter__(self):
+            database.connect(reuse_if_open=True)
+
+        def __exit__(self, *exc):
+            return False
+
+    class KeepsConnection:
+        def __getattr__(self, name):
+            return getattr(database, name)
+
+        def connection_context(self):
+            return Kept()
+
+    module.database = KeepsConnection()
+
+
+def workers_16() -> None:
+    """The runner with 16 workers instead of 64."""
+    from daemon.access import runner
+
+    runner.WORKERS = 16
+    runner.Runner.__init__.__defaults__ = (16,)
+
+
 PATCHES = {
+    "workers_16": workers_16,
+    "format_outside_lock": format_outside_lock,
+    "runner_keeps_connection": runner_keeps_connection,
     "accept_only": accept_only,
     "urllib3_client": urllib3_client,
     "switch_interval": switch_interval,

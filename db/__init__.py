@@ -22,6 +22,7 @@ from db.engines import (
     stored_bytes,
     take_turns_claiming,
     write_probe,
+    writes_one_at_a_time,
 )
 from db.lookups import grant_by_id, install_by_id, install_or_none
 from db.migrations import SCHEMA_VERSION, migrate
@@ -82,4 +83,5 @@ __all__ = [
     "take_turns_claiming",
     "truncate_wal",
     "write_probe",
+    "writes_one_at_a_time",
 ]

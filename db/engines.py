@@ -18,6 +18,13 @@ _MIGRATION_LOCK = 0x656E766F79  # "envoy"
 _CLAIM_LOCK = _MIGRATION_LOCK + 1
 
 
+def writes_one_at_a_time() -> bool:
+    """Whether one transaction at a time may write (SQLite's one write lock): concurrent
+    events then share a transaction (daemon.access.group_commit). PostgreSQL locks the rows
+    written: each event commits in its own transaction, alongside the others."""
+    return not is_postgres()
+
+
 def shared_by_instances() -> bool:
     """Whether several daemons may be using the open database at once (PostgreSQL). On
     SQLite the instance lock (daemon.startup) lets one daemon serve a file."""

@@ -14,6 +14,8 @@ psycopg is the optional dependency `envoy-proxy[postgres]`: imported only for Po
 """
 
 import functools
+import time
+import weakref
 
 from peewee import ImproperlyConfigured
 from playhouse.pool import PooledPostgresqlDatabase
@@ -45,14 +47,47 @@ def _storable_text_dumpers() -> tuple[type, ...]:
     )
 
 
+# A pooled connection that came back from use this recently is handed out as it is; one idle
+# for longer is asked `SELECT 1` first, since the server (or a firewall) may have closed it.
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
 class PostgresDatabase(PooledPostgresqlDatabase):
-    """A pooled psycopg 3 connection to the database a `postgresql://` URL names."""
+    """A pooled psycopg 3 connection to the database a `postgresql://` URL names.
+
+    peewee's pool asks the server whether a pooled connection is alive (`SELECT 1`) at every
+    checkout, holding the pool's one lock: every thread's checkout and check-in waited for one
+    server round trip at a time (accept p50 85 ms at 50 sign-ins/s, BENCHMARKS.md, issue 18).
+    Here the pool looks at the connection's own state only, and only a connection idle longer
+    than PING_AFTER_IDLE_SECONDS is asked, once the pool has handed it out. A connection the server
+    dropped within those seconds fails its first statement once (the work is retried: a
+    webhook by Envoy, due work by the runner) and is then discarded.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._returned_at: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _connect(self):
-        connection = super()._connect()
-        for dumper in _storable_text_dumpers():
-            connection.adapters.register_dumper(str, dumper)
-        return connection
+        while True:
+            connection = super()._connect()  # the pool's checkout, under its lock
+            returned_at = self._returned_at.pop(connection, None)
+            if returned_at is None:  # a new connection
+                for dumper in _storable_text_dumpers():
+                    connection.adapters.register_dumper(str, dumper)
+                return connection
+            idle = time.monotonic() - returned_at
+            if idle < PING_AFTER_IDLE_SECONDS or not self._adapter.is_connection_closed(connection):
+                return connection
+            self._close(connection, close_conn=True)
+
+    def _is_closed(self, connection) -> bool:
+        return connection.closed or connection.broken
+
+    def _close(self, connection, close_conn=False):
+        if not close_conn:
+            self._returned_at[connection] = time.monotonic()
+        super()._close(connection, close_conn)
 
     def begin(self, lock_type=None):
         """Begin at the default isolation, whatever SQLite lock type the caller names."""

@@ -167,6 +167,35 @@ def test_a_repeated_job_id_fails_its_savepoint_only_and_the_rest_commits(pg):
     assert [e.job_id for e in db.Event.select().order_by(db.Event.job_id)] == ["j-1", "j-2"]
 
 
+def _backend_pid() -> int:
+    return db.database.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def test_a_pooled_connection_back_from_use_is_handed_out_without_asking_the_server(pg, monkeypatch):
+    """peewee's pool sent `SELECT 1` at every checkout, under the lock that every thread's
+    checkout and check-in take: each waited for one server round trip at a time."""
+    asked = []
+    adapter = db.database.obj._adapter
+    plain = adapter.is_connection_closed
+    monkeypatch.setattr(adapter, "is_connection_closed", lambda c: asked.append(c) or plain(c))
+    with db.database.connection_context():
+        first = _backend_pid()
+    with db.database.connection_context():
+        assert _backend_pid() == first  # the same connection, from the pool
+    assert asked == []
+
+
+def test_a_pooled_connection_idle_for_long_that_the_server_dropped_is_replaced(pg, monkeypatch):
+    with db.database.connection_context():
+        dropped = _backend_pid()
+    with psycopg.connect(pg, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (dropped,))
+    # As if it had waited in the pool longer than the server or a firewall keeps one.
+    monkeypatch.setattr(db.postgres, "PING_AFTER_IDLE_SECONDS", 0)
+    with db.database.connection_context():
+        assert _backend_pid() != dropped  # asked, found closed, replaced: no error
+
+
 def _in_thread(work) -> tuple[threading.Thread, dict]:
     """Run `work` on a thread of its own (its own pooled connection); its result or error."""
     outcome = {}

@@ -6,13 +6,17 @@ GIL behind the threads still reading their requests (BENCHMARKS.md, issue 15). H
 event in line leads: it takes every event queued by then and runs each in a savepoint of one
 IMMEDIATE transaction, so that one event's failure rolls back that event only, then commits
 once and hands each event its own result. Nothing is answered before the commit that holds it.
+
+PostgreSQL has no one write lock to queue for: there each event commits in its own
+transaction at once, alongside the others. Queued behind one leader, events waited for each
+other's round trips to the server (accept p99 498 ms at 50/s, BENCHMARKS.md, issue 18).
 """
 
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from db import database
+from db import database, writes_one_at_a_time
 
 
 class _Slot:
@@ -38,6 +42,9 @@ class GroupCommit:
 
     def run(self, work: Callable[[], Any]) -> Any:
         """`work()`'s result once the transaction it ran in has committed (or its error)."""
+        if not writes_one_at_a_time():
+            with database.atomic():
+                return work()
         slot = _Slot(work)
         with self._changed:
             self._queue.append(slot)

@@ -204,11 +204,12 @@ def _person_grants(grant: Grant, now: int) -> tuple[Grant, list[Grant]]:
 
     Stored now: a webhook may have moved the window (or the email) while we called Proxy.
     """
-    fresh = Grant.get_by_id(grant.id)
+    bearing = (Grant.state == GrantState.ACTIVE) | (Grant.safety_net_at > now)
+    rows = list(Grant.select().where(_same_person(grant, bearing) | (Grant.id == grant.id)))
+    [fresh] = [row for row in rows if row.id == grant.id]
     if (fresh.email, fresh.proxy_person_id) != (grant.email, grant.proxy_person_id):
         return _person_grants(fresh, now)  # the person is whom the stored grant names
-    bearing = (Grant.state == GrantState.ACTIVE) | (Grant.safety_net_at > now)
-    return fresh, list(Grant.select().where(_same_person(fresh, bearing)))
+    return fresh, [row for row in rows if row.id != grant.id]
 
 
 @dataclass(frozen=True)

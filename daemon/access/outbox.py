@@ -117,7 +117,7 @@ def claim_due(now: int, limit: int, claimer: str | None = None) -> list[Action]:
             .limit(limit)
         )
         if claimed:
-            _hold([a.id for a in claimed], now, claimer)
+            _hold(claimed, now, claimer)
     return claimed
 
 
@@ -127,14 +127,17 @@ def claim_one(action_id: int, now: int, claimer: str | None = None) -> Action | 
         take_turns_claiming()
         action = Action.select().where(_due(now) & (Action.id == action_id)).first()
         if action is not None:
-            _hold([action_id], now, claimer)
+            _hold([action], now, claimer)
     return action
 
 
-def _hold(action_ids: list[int], now: int, claimer: str | None) -> None:
-    Action.update(claimed_until=now + lease_seconds(), claimed_by=claimer).where(
-        Action.id.in_(action_ids)
+def _hold(actions: list[Action], now: int, claimer: str | None) -> None:
+    until = now + lease_seconds()
+    Action.update(claimed_until=until, claimed_by=claimer).where(
+        Action.id.in_([action.id for action in actions])
     ).execute()
+    for action in actions:  # as stored now: `still_held` trusts a fresh claim of its own
+        action.claimed_until, action.claimed_by = until, claimer
 
 
 def renew(claimer: str, now: int) -> int:
@@ -155,9 +158,14 @@ def still_held(action: Action, claimer: str | None, now: int) -> bool:
     running it. Where one daemon serves the database nobody else can have taken it.
 
     An instance whose heartbeat stalled (a paused VM) must not run an action that another
-    took over meanwhile: the two would run it at once.
+    took over meanwhile: the two would run it at once. A claim this instance made with more
+    than half its lease still ahead cannot have been taken over (another instance takes a
+    claim only once its lease has run out): it is run without asking the database.
     """
     if not shared_by_instances():
+        return True
+    fresh = action.claimed_until is not None and now < action.claimed_until - lease_seconds() / 2
+    if fresh and action.claimed_by == claimer:
         return True
     with database.atomic():
         renewed = (
