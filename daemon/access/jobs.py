@@ -82,30 +82,38 @@ def final_answer(grant: Grant, now: int, install: Install | None = None) -> Answ
     return Answer.message(200, grant_message(grant, now), attachments=attachments)
 
 
-def settle(grant_id: int, now: int) -> None:
+def settle(grant_id: int, now: int, sender: str | None = None) -> list[Action]:
     """Tell the jobs waiting on this grant how it stands, if it has no due work left.
 
     Call at the end of every transaction that changes the grant or its work: the update is
     queued in that transaction, the stored answer of the job's delivery becomes the final one
     (a redelivery gets it), and the wait is gone, so each job is told once.
+
+    `sender`: the runner's claimer recording an outcome, which sends the updates itself next
+    (they are returned, held by it); otherwise the alarm has them sent.
     """
     waiting = list(
         Event.select(Event.job_id, Event.install_id).where(Event.waits_on == grant_id).tuples()
     )
     if not waiting:
-        return
+        return []
     answer = final_answer(Grant.get_by_id(grant_id), now)
     if answer.status == 202:
-        return
-    for job_id, install_id in waiting:
-        queue_answer(job_id, install_id, answer, now)
+        return []
+    updates = [
+        queue_answer(job_id, install_id, answer, now, sender) for job_id, install_id in waiting
+    ]
     Event.update(status=answer.status, answer=answer.body, waits_on=None).where(
         Event.waits_on == grant_id
     ).execute()
+    return [update for update in updates if update is not None]
 
 
-def queue_answer(job_id: str, install_id: str, answer: Answer, now: int) -> None:
-    """Give Envoy, as a job update, the final answer to a job answered 202."""
+def queue_answer(
+    job_id: str, install_id: str, answer: Answer, now: int, sender: str | None = None
+) -> Action | None:
+    """Give Envoy, as a job update, the final answer to a job answered 202: sent by the alarm,
+    or held by `sender`, which sends it itself (the update is returned)."""
     status = JOB_STATUS.get(answer.status, "failed")
     message = answer.body.get("message")
     payload = {
@@ -115,4 +123,7 @@ def queue_answer(job_id: str, install_id: str, answer: Answer, now: int) -> None
         "failure_reason": message if status in ("failed", "ignored") else None,
         "attachments": answer.body.get("attachments"),
     }
+    if sender is not None:
+        return outbox.enqueue_held(ActionKind.JOB_UPDATE, install_id, now, sender, payload=payload)
     outbox.enqueue(ActionKind.JOB_UPDATE, install_id, now, payload=payload)
+    return None

@@ -56,6 +56,15 @@ def enqueue_each(dues: list[tuple[str, int]], install_id: str, *, grant, lock_ke
     ).execute()
 
 
+def enqueue_held(kind: str, install_id: str, now: int, holder: str, *, payload: dict) -> Action:
+    """Add an action due now and already claimed by `holder`, which runs it next itself (the
+    job update that a worker's outcome made due): no claim and no wake-up of the alarm. If
+    the holder dies first, its lease runs out as any claim's does."""
+    row = _row(kind, install_id, now, None, None, payload)
+    row.update(claimed_until=now + lease_seconds(), claimed_by=holder)
+    return Action(id=Action.insert(row).execute(), **row)
+
+
 def _row(kind, install_id, due_at, grant, lock_key, payload) -> dict:
     return {
         "kind": kind,

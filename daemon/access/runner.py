@@ -108,13 +108,16 @@ def _take_back(action: Action, now: int) -> None:
         grants.end_at(grant, now, now)
 
 
-def _settle(action: Action, now: int) -> None:
-    if action.grant_id is not None:
-        jobs.settle(action.grant_id, now)
+def _settle(action: Action, now: int, sender: str | None = None) -> list[Action]:
+    if action.grant_id is None:
+        return []
+    return jobs.settle(action.grant_id, now, sender)
 
 
-def execute(ctx, action: Action, now: int) -> bool:
-    """Run one claimed action; True when it is finished (done or given up)."""
+def execute(ctx, action: Action, now: int, sender: str | None = None) -> list[Action] | None:
+    """Run one claimed action. None when it is to be tried again; else it is finished (done
+    or given up), and the list holds the Envoy job updates that its success made due, held
+    by `sender` for it to send next (none without a sender: the alarm sends them)."""
     started = time.monotonic()
     try:
         outcome = EXECUTORS[action.kind](ctx, action, now)
@@ -124,7 +127,7 @@ def execute(ctx, action: Action, now: int) -> bool:
             outbox.complete(action, now)
             if outcome.ambiguous:
                 _reconcile_later(action, now)
-            _settle(action, now)
+            updates = _settle(action, now, sender)
     except ProxyRateLimited as error:
         with database.atomic():
             outbox.fail(action, now, str(error), retry_after=error.retry_after)
@@ -159,9 +162,9 @@ def execute(ctx, action: Action, now: int) -> bool:
             max(0, now - action.due_at),
         )
         ctx.metrics.action_done(action.kind, now - action.due_at)
-        return True
+        return updates
     log.warning("action %s %s failed (attempt %d)", action.id, action.kind, action.attempts + 1)
-    return False
+    return None
 
 
 def _gives_up(action: Action) -> bool:
@@ -304,11 +307,13 @@ class Runner:
             with database.connection_context():
                 while left:
                     moment = now_epoch() if now is None else now
-                    if outbox.still_held(left[0], self.claimer, moment):
+                    action = left[0]
+                    if outbox.still_held(action, self.claimer, moment):
                         with self.webhooks_first.step():
-                            execute(ctx, left[0], moment)
+                            updates = execute(ctx, action, moment, self.claimer)
+                        left[1:1] = updates or []  # its Envoy job updates: sent next, here
                     else:
-                        log.warning("action %s was taken over by another instance", left[0].id)
+                        log.warning("action %s was taken over by another instance", action.id)
                     left.pop(0)
                     self.watch.changed()
         except Exception:  # the database itself failed: give the claims back
@@ -322,9 +327,9 @@ class Runner:
             with self._idle:
                 self._busy -= 1
                 self._idle.notify_all()
-            # This worker is free, and what it did may have made work due now (the job
-            # update of an issue it finished; work waiting for a free worker or for this
-            # person): wake the alarm. A dispatch under way absorbs the wake-up.
+            # This worker is free, and what it did may have made work due (a reconcile, a
+            # re-activation; work waiting for a free worker or for this person): wake the
+            # alarm. A dispatch under way absorbs the wake-up.
             ctx.rearm(now_epoch())
 
     @property

@@ -403,7 +403,7 @@ def _carry_out(cfg, action_ids: list[int], now: int) -> list[Action] | None:
     try:
         for action_id in action_ids:
             claimed = outbox.claim_one(action_id, now)
-            if claimed is None or not execute(inline, claimed, now):
+            if claimed is None or execute(inline, claimed, now) is None:
                 break
     finally:
         ctx.proxy.close()
