@@ -4,8 +4,8 @@ Envoy holds the visitor's sign-in until we answer and lets them in if we take lo
 30 s, so the hook fails closed: the answer always leaves within `ENVOY_PROXY_VERIFY_DEADLINE`,
 and anything that goes wrong (a locked database, a bug, a slow Proxy) is a 412 with a
 message, never a 500. Order: the local watchlist (a read); then, if the install requires it,
-the visitor's credential issued now by the runner (the same grant the later approved
-`entry_sign_in` reuses); otherwise approve.
+the visitor's credential issued now, on the hook's own thread through the runner's claim and
+executor (the same grant the later approved `entry_sign_in` reuses); otherwise approve.
 
 The answer and Proxy agree: a credential this hook asked for is kept only with a 200. With a
 412 the grant is ended (revoked if anything reached Proxy, else cancelled) and its subject
@@ -17,8 +17,9 @@ import logging
 import threading
 import time
 
-from daemon.access import audit, grants, jobs, watchlist
+from daemon.access import audit, grants, jobs, outbox, watchlist
 from daemon.access.installs import remember_install
+from daemon.access.runner import execute
 from daemon.rules.policy import Ignore, plan_sign_in
 from daemon.rules.request import Answer, EnvoyRequest
 from daemon.rules.settings import Settings
@@ -28,6 +29,7 @@ from db import Action, ActionKind, Grant, GrantState, Verification, database, no
 log = logging.getLogger("envoy_proxy.verification")
 
 APPROVE = Answer(200, {})
+NO_ANSWER = "Proxy did not answer in time"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +55,7 @@ class _Verdict:
         self._lock = threading.Lock()
         self._given = threading.Event()
         self.final: Decision | None = None
+        self.issuing = False  # the decider is issuing the credential (Proxy is being called)
 
     def offer(self, decision: Decision) -> bool:
         """Make this the answer if none is yet; True if it is the answer."""
@@ -80,18 +83,33 @@ def _issue(ctx, request: EnvoyRequest, visit: Visit, settings: Settings, deadlin
         grant, _ = grants.open_window(request.install_id, plan, now, org_id=settings.proxy_org_id)
     if grant.state == GrantState.ACTIVE:
         return grant.id, None
-    ctx.rearm(now)
+    _issue_now(ctx, grant, now)
 
     def settled() -> bool:
         with database.connection_context():
             return _state(grant.id)[0] != "waiting"
 
-    ctx.runner.watch.wait(settled, deadline)
+    ctx.runner.watch.wait(grant.id, settled, deadline)
     with database.connection_context():
         state, failure = _state(grant.id)
     if state == "active":
         return grant.id, None
-    return grant.id, failure or "Proxy did not answer in time"
+    return grant.id, failure or NO_ANSWER
+
+
+def _issue_now(ctx, grant: Grant, now: int) -> None:
+    """Run the grant's due issue on this thread, as part of answering the hook: Envoy holds
+    the visitor for it, so it is neither queued behind the alarm nor paced as due work is
+    while webhooks are answered (`WebhooksFirst`). If another claim has it, or an earlier
+    action of the same person runs, the runner does it."""
+    with database.connection_context():
+        pending = grants.pending_action(grant, ActionKind.ISSUE)
+        due = pending is not None and pending.next_attempt_at <= now
+        claimed = outbox.claim_one(pending.id, now, ctx.runner.claimer) if due else None
+        if claimed is not None:
+            execute(ctx, claimed, now)
+            ctx.runner.watch.changed(grant.id)
+    ctx.rearm(now)  # whatever is left (the issue, if not claimed here; job updates)
 
 
 def _state(grant_id: int) -> tuple[str, str | None]:
@@ -132,10 +150,11 @@ def _decide(ctx, request: EnvoyRequest, visit: Visit, deadline: float, verdict: 
         return Decision(APPROVE, "approved")
     if time.monotonic() >= deadline:
         return _review("could not decide in time", "deadline", deadline_hit=True)
+    verdict.issuing = True
     grant_id, failure = _issue(ctx, request, visit, settings, deadline)
     decision = Decision(APPROVE, "approved")
     if failure is not None:
-        reason = "deadline" if failure == "Proxy did not answer in time" else "credential failed"
+        reason = "deadline" if failure == NO_ANSWER else "credential failed"
         decision = _review(
             f"Proxy credential could not be issued: {failure}",
             reason,
@@ -197,7 +216,9 @@ def verify_identity(ctx, request: EnvoyRequest) -> Answer:
     ctx.runner.decide(_decide_and_record, ctx, request, visit, started, verdict)
     if not verdict.wait(ctx.config.verify_deadline + 0.5):
         log.warning("verification of entry %s hit the deadline", visit.id)
-        verdict.offer(_review("the daemon could not decide in time", "deadline", deadline_hit=True))
+        why = f"Proxy credential could not be issued: {NO_ANSWER}" if verdict.issuing else None
+        why = why or "the daemon could not decide in time"
+        verdict.offer(_review(why, "deadline", deadline_hit=True))
     if verdict.final.deadline_hit:
         ctx.metrics.verification_deadline_hits.inc()
     return verdict.final.answer
