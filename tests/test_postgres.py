@@ -196,6 +196,37 @@ def test_a_pooled_connection_idle_for_long_that_the_server_dropped_is_replaced(p
         assert _backend_pid() != dropped  # asked, found closed, replaced: no error
 
 
+def test_after_the_server_dropped_every_connection_a_delivery_fails_once_then_all_go_on(
+    pg_daemon,
+):
+    """A connection used seconds ago is handed out unasked: the first delivery on one the
+    server dropped gets a 5xx (Envoy delivers it again), and nothing is half-stored."""
+    daemon = pg_daemon
+    daemon.install()
+
+    def sign_in(entry_id):
+        body = daemon.entry(entry_id=entry_id, email=f"{entry_id}@example.com", full_name="A",
+                            flow_id="flow-visitor", signed_in_at=time.time())  # fmt: skip
+        return body, daemon.send(body)
+
+    assert sign_in("e-1")[1].status_code == 202
+    url = daemon.ctx.config.db
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    statuses = []
+    for _ in range(3):
+        body, answer = sign_in("e-2")
+        statuses.append(answer.status_code)
+        if answer.status_code == 202:
+            break
+    assert statuses[-1] == 202 and all(status >= 500 for status in statuses[:-1]), statuses
+    with db.database.connection_context():
+        assert db.Event.select().where(db.Event.job_id == body["meta"]["job"]["id"]).count() == 1
+
+
 def _in_thread(work) -> tuple[threading.Thread, dict]:
     """Run `work` on a thread of its own (its own pooled connection); its result or error."""
     outcome = {}
