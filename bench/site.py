@@ -155,6 +155,10 @@ class Site:
             return Counter(dict(rows))
 
     def settle(self) -> bool:
+        # The database is the process's one: a phase with a site of its own (part b's
+        # "alone" and "ceiling") pointed it elsewhere, and this waited for a backlog that
+        # an accept-only daemon never drains, SETTLE_LIMIT seconds each round.
+        self.db = open_db(self.state)
         return wait_for(lambda: not self.backlog(), SETTLE_LIMIT, 0.2)
 
     def calls_since(self, at: float) -> list[dict]:
