@@ -191,3 +191,22 @@ def test_unmapped_flow_needs_no_credential(daemon):
     answer = daemon.send(_hook_body(daemon, flow_id="flow-interview"), path=HOOK)
     assert answer.status_code == 200
     assert daemon.persons("ada@example.com") == []
+
+
+def test_hooks_do_not_rewrite_the_install_row_each_call(daemon):
+    """Every hook upserted its install's row: on PostgreSQL the hooks of an install then took
+    turns on that row until each one's transaction committed. The row changes when the meta
+    says something new, or its last-event time is a minute old."""
+    daemon.install(verification_require_credential=True)
+    assert daemon.send(_hook_body(daemon), path=HOOK).status_code == 200
+
+    def written() -> tuple:
+        with db.database.connection_context():
+            row = db.Install.get()
+            return row.updated_at, row.last_event_at
+
+    first = written()
+    with time_machine.travel(time.time() + 30, tick=False):
+        body = _hook_body(daemon, entry_id="e-51", email="bo@example.com", full_name="Bo")
+        assert daemon.send(body, path=HOOK).status_code == 200
+    assert written() == first

@@ -18,7 +18,7 @@ import threading
 import time
 
 from daemon.access import audit, grants, jobs, outbox, watchlist
-from daemon.access.installs import remember_install
+from daemon.access.installs import install_for_event
 from daemon.access.runner import execute
 from daemon.rules.policy import Ignore, plan_sign_in
 from daemon.rules.request import Answer, EnvoyRequest
@@ -79,7 +79,9 @@ def _issue(ctx, request: EnvoyRequest, visit: Visit, settings: Settings, deadlin
     if isinstance(plan, Ignore):
         return None, (plan.message if plan.status == 412 else None)
     with database.atomic():
-        remember_install(request, now)
+        # Written only when its meta says something new: an upsert by every hook made the
+        # hooks of an install take turns on its row until each one's transaction committed.
+        install_for_event(request, now)
         grant, _ = grants.open_window(request.install_id, plan, now, org_id=settings.proxy_org_id)
     if grant.state == GrantState.ACTIVE:
         return grant.id, None
