@@ -1,9 +1,14 @@
 """Outbox bookkeeping (daemon/access/outbox.py): how far a failure pushes the next attempt back."""
 
+import threading
+import time
+import types
+
 import pytest
 
 import db
 from daemon.access import outbox
+from daemon.access.runner import Runner, run_due
 
 
 @pytest.mark.parametrize(("kind", "cap"), [("issue", 120), ("revoke", 120), ("job_update", 900)])
@@ -55,3 +60,25 @@ def test_the_next_due_instant_leaves_out_actions_being_run(database):
     with database.atomic():  # lease released
         outbox.fail(db.Action.get_by_id(running), now, "Proxy answered 503")
     assert outbox.next_due(now) == db.Action.get_by_id(running).next_attempt_at
+
+
+def test_running_due_work_waits_for_the_alarms_dispatch_without_spinning(database):
+    """`run_due` (start-up catch-up, admin CLI, tests) looped while the alarm's dispatch ran,
+    holding the interpreter from the very dispatch it waited for: a test took 20-50 s."""
+    runner = Runner(workers=2)
+    ctx = types.SimpleNamespace(runner=runner, rearm=lambda at: None)
+    with runner._idle:
+        runner._dispatching = True  # the alarm's dispatch, under way
+    finished = threading.Event()
+    thread = threading.Thread(target=lambda: (run_due(ctx, 1_800_000_000), finished.set()))
+    thread.start()
+    clock = time.pthread_getcpuclockid(thread.ident)
+    began = time.clock_gettime(clock)
+    assert not finished.wait(0.5)  # it waits for that dispatch to end...
+    spent = time.clock_gettime(clock) - began
+    with runner._idle:
+        runner._dispatching = False
+        runner._idle.notify_all()
+    assert finished.wait(10)  # ...then runs what is due itself
+    thread.join(10)
+    assert spent < 0.1, f"{spent:.2f} s of CPU while waiting"

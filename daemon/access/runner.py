@@ -284,6 +284,7 @@ class Runner:
         finally:
             with self._idle:
                 self._dispatching = False
+                self._idle.notify_all()
 
     def _repair(self, now: int) -> None:
         """Queue the periodic repair pass's reconciles, every REPAIR_EVERY_SECONDS (its actions
@@ -355,9 +356,11 @@ class Runner:
             return self._busy == 0 and not self._dispatching
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Wait until no worker is busy; False if `timeout` passed first."""
+        """Wait until no worker is busy and no dispatch (the alarm's) is under way; False if
+        `timeout` passed first. (`run_due` looped on a dispatch under way without waiting,
+        holding the interpreter from the dispatch it waited for.)"""
         with self._idle:
-            return self._idle.wait_for(lambda: self._busy == 0, timeout)
+            return self._idle.wait_for(lambda: self._busy == 0 and not self._dispatching, timeout)
 
     def shutdown(self, timeout: float = 20.0) -> None:
         """Wait for running work and decisions (up to `timeout`) before the database closes."""
