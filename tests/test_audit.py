@@ -48,6 +48,12 @@ def _sign_out(daemon, entry_id="e-1", email=ADA):
     )
 
 
+def _grant(state: str) -> db.Grant:
+    """Ada's grant of visit 1, stored as it is in `state` (inside a transaction)."""
+    return db.Grant.create(install_id="i", kind="visitor", subject="entries:1", email=ADA,
+                           starts_at=0, state=state)  # fmt: skip
+
+
 def _cli(daemon, capsys, *argv):
     cfg = daemon.ctx.config
     code = main(
@@ -131,14 +137,7 @@ def test_a_refused_issue_is_recorded_with_proxys_reason(daemon):
 def test_failures_past_the_first_few_are_sampled(database):
     """An ending retried every 2 minutes through a long outage does not flood the trail."""
     with database.atomic():
-        grant = db.Grant.create(
-            install_id="i",
-            kind="visitor",
-            subject="entries:1",
-            email=ADA,
-            starts_at=0,
-            state="active",
-        )
+        grant = _grant("active")
         action = db.Action.create(
             grant=grant, install_id="i", kind="revoke", due_at=0, next_attempt_at=0
         )
@@ -237,14 +236,7 @@ def test_retry_from_the_cli_is_recorded(daemon, capsys):
 
 def test_a_retired_grant_records_why(database):
     with database.atomic():
-        grant = db.Grant.create(
-            install_id="i",
-            kind="visitor",
-            subject="entries:1",
-            email=ADA,
-            starts_at=0,
-            state="pending",
-        )
+        grant = _grant("pending")
         grants.retire(grant, 10, "review")
     [entry] = db.AuditEntry.select()
     assert (entry.kind, entry.reason, entry.grant_id) == (audit.CANCELLED, "review", grant.id)

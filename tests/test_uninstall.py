@@ -24,18 +24,15 @@ def _status_soon(daemon, email="ada@example.com") -> str:
     return person["status"]
 
 
+def _walk_in(daemon, entry_id: str, email: str, full_name: str) -> dict:
+    return daemon.entry(entry_id=entry_id, email=email, full_name=full_name, flow_id=FLOW,
+                        signed_in_at=time.time())  # fmt: skip
+
+
 def _visitors(daemon):
     """Ada signed in (access in Proxy now) and Grace invited for tomorrow (not yet issued)."""
     daemon.install()
-    answer = daemon.deliver(
-        daemon.entry(
-            entry_id="e-1",
-            email="ada@example.com",
-            full_name="Ada Lovelace",
-            flow_id=FLOW,
-            signed_in_at=time.time(),
-        )
-    )
+    answer = daemon.deliver(_walk_in(daemon, "e-1", "ada@example.com", "Ada Lovelace"))
     assert answer.status_code == 200, answer.text
     answer = daemon.send(
         daemon.invite(
@@ -97,15 +94,7 @@ def test_plugin_uninstalled_ends_access_in_proxy_and_erases_the_secret(daemon):
 def test_an_uninstalled_install_gives_no_more_access(daemon):
     _visitors(daemon)
     assert daemon.send(envoy.uninstall_event(install_id=daemon.install_id)).status_code == 200
-    answer = daemon.send(
-        daemon.entry(
-            entry_id="e-2",
-            email="alan@example.com",
-            full_name="Alan Turing",
-            flow_id=FLOW,
-            signed_in_at=time.time(),
-        )
-    )
+    answer = daemon.send(_walk_in(daemon, "e-2", "alan@example.com", "Alan Turing"))
     assert answer.status_code == 412 and "uninstalled" in answer.json()["message"]
     assert "alan@example.com" not in _states(daemon)
 
@@ -207,14 +196,6 @@ def test_installing_again_with_a_new_secret_gives_access_again(daemon):
     body = envoy.route_body(path, payload=access, config={}, install_id=daemon.install_id)
     assert daemon.send(body, path=path).status_code == 200
     assert _install(daemon).uninstalled_at is None
-    answer = daemon.deliver(
-        daemon.entry(
-            entry_id="e-2",
-            email="alan@example.com",
-            full_name="Alan Turing",
-            flow_id=FLOW,
-            signed_in_at=time.time(),
-        )
-    )
+    answer = daemon.deliver(_walk_in(daemon, "e-2", "alan@example.com", "Alan Turing"))
     assert answer.status_code == 200, answer.text
     assert _states(daemon)["alan@example.com"] == "active"
