@@ -106,8 +106,8 @@ def _issue_now(ctx, grant: Grant, now: int) -> None:
     action of the same person runs, the runner does it."""
     with database.connection_context():
         pending = grants.pending_action(grant, ActionKind.ISSUE)
-        due = pending is not None and pending.next_attempt_at <= now
-        claimed = outbox.claim_one(pending.id, now, ctx.runner.claimer) if due else None
+        # Claimed only if due now and not held (claim_one asks both).
+        claimed = None if pending is None else outbox.claim_one(pending.id, now, ctx.runner.claimer)
         if claimed is not None:
             execute(ctx, claimed, now)
             ctx.runner.watch.changed(grant.id)
