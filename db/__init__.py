@@ -45,6 +45,7 @@ from db.models import (
 )
 from db.passes_lock import PassesLock
 from db.postgres import is_postgres_url
+from db.statements import first, insert, insert_rows
 
 __all__ = [
     "LIVE_STATES",
@@ -66,7 +67,10 @@ __all__ = [
     "close_database",
     "database",
     "describe_location",
+    "first",
     "grant_by_id",
+    "insert",
+    "insert_rows",
     "install_by_id",
     "install_or_none",
     "is_postgres",

@@ -11,7 +11,7 @@ import contextvars
 import getpass
 
 from daemon.rules.policy import Close
-from db import AuditEntry, Grant, now_epoch
+from db import AuditEntry, Grant, insert, now_epoch
 
 ENVOY, DAEMON = "envoy", "daemon"
 
@@ -91,14 +91,15 @@ def record(
             "full_name": grant.full_name,
             **who,
         }
-    AuditEntry.insert(
+    insert(
+        AuditEntry,
         at=now_epoch() if at is None else at,
         kind=kind,
         reason=None if reason is None else str(reason)[:1000],
         actor=actor or _actor.get(),
         details=_without_secrets(details),
         **who,
-    ).execute()
+    )
 
 
 # -- Envoy events -------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ from db import (
     ActionOutcome,
     Grant,
     GrantState,
+    first,
     grant_by_id,
+    insert,
 )
 
 
@@ -48,7 +50,7 @@ def _ensure_action(grant: Grant, kind: str, due_at: int) -> int:
 def _create(install_id: str, plan: Open, kind: str, now: int, org_id: str | None) -> Grant:
     """A new grant with its issue (and revoke) action: it has no actions yet to look up."""
     visit = plan.visit
-    grant = Grant.create(
+    row = dict(
         install_id=install_id,
         proxy_org_id=org_id,
         kind=kind,
@@ -65,6 +67,7 @@ def _create(install_id: str, plan: Open, kind: str, now: int, org_id: str | None
         created_at=now,
         updated_at=now,
     )
+    grant = Grant(id=insert(Grant, **row), **row)
     audit.planned(grant, created=True)
     dues = [(ActionKind.ISSUE, plan.starts_at)]
     if plan.ends_at is not None:
@@ -82,18 +85,6 @@ def _merged_window(grant: Grant, plan: Open) -> tuple[int, int | None]:
     return starts, max(grant.ends_at, plan.ends_at)
 
 
-def _of_subject(install_id: str, subject: str) -> Grant | None:
-    """The grant of this subject. Most sign-ins have none yet: asking for its id alone first
-    is the cheap question (every column of a grant is rendered into a full select)."""
-    found = (
-        Grant.select(Grant.id)
-        .where((Grant.install_id == install_id) & (Grant.subject == subject))
-        .tuples()
-        .first()
-    )
-    return None if found is None else grant_by_id(found[0])
-
-
 def open_window(
     install_id: str, plan: Open, now: int, kind: str = "visitor", org_id: str | None = None
 ) -> tuple[Grant, bool]:
@@ -101,7 +92,7 @@ def open_window(
 
     `org_id`: the install's Proxy org, recorded on a new grant. Returns the grant and whether
     it was created here."""
-    grant = _of_subject(install_id, plan.subject)
+    grant = first(Grant, install_id=install_id, subject=plan.subject)
     if grant is not None and grant.on_hold:
         if not plan.approved:
             return grant, False  # held: only an event showing the entry approved opens it
@@ -195,7 +186,7 @@ def close_window(install_id: str, plan: Close, now: int, kind: str = "visitor") 
 
     The grant is left on hold if the plan holds it (unless it was already closed for good),
     else final. None when there is no grant and the plan leaves no tombstone."""
-    grant = Grant.get_or_none(install_id=install_id, subject=plan.subject)
+    grant = first(Grant, install_id=install_id, subject=plan.subject)
     if grant is None and not plan.tombstone:
         return None
     if grant is None:

@@ -1,7 +1,7 @@
 """Install records: who the install is (company, location, zone) and its latest config."""
 
 from daemon.rules.request import EnvoyRequest
-from db import Install, install_by_id
+from db import Install, install_by_id, install_or_none
 
 
 def install_changes(request: EnvoyRequest, now: int, *, event: bool = False) -> dict:
@@ -36,7 +36,7 @@ def install_for_event(request: EnvoyRequest, now: int) -> Install:
     something new, or its "last event" time is a minute old: rewriting the row on every
     event cost a write and a read-back per event for nothing (call inside a transaction)."""
     changes = install_changes(request, now, event=True)
-    install = Install.get_or_none(Install.install_id == request.install_id)
+    install = install_or_none(request.install_id)
     if install is not None and not _news(install, changes, now):
         return install
     return save_install(request.install_id, changes, now)

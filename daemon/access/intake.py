@@ -43,6 +43,7 @@ from db import (
     GrantState,
     Install,
     database,
+    insert,
     lock_within_transaction,
     now_epoch,
 )
@@ -116,7 +117,7 @@ def _store(request: EnvoyRequest, entity: str | None, now: int, decide) -> Answe
 
     def store() -> Answer:
         answer, waits_on = decide()
-        Event.insert(**_event_row(request, entity, now, answer), waits_on=waits_on).execute()
+        insert(Event, **_event_row(request, entity, now, answer), waits_on=waits_on)
         return answer
 
     try:

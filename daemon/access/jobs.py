@@ -18,6 +18,7 @@ from db import (
     Grant,
     GrantState,
     Install,
+    grant_by_id,
     install_or_none,
 )
 
@@ -97,7 +98,7 @@ def settle(grant_id: int, now: int, sender: str | None = None) -> list[Action]:
     )
     if not waiting:
         return []
-    answer = final_answer(Grant.get_by_id(grant_id), now)
+    answer = final_answer(grant_by_id(grant_id), now)
     if answer.status == 202:
         return []
     updates = [

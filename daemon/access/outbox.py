@@ -23,6 +23,8 @@ from db import (
     ActionKind,
     ActionOutcome,
     database,
+    insert,
+    insert_rows,
     now_epoch,
     shared_by_instances,
     take_turns_claiming,
@@ -45,15 +47,15 @@ def enqueue(
     kind: str, install_id: str, due_at: int, *, grant=None, lock_key=None, payload=None
 ) -> int:
     """Add an action (its id); call inside the transaction that makes it necessary."""
-    return Action.insert(_row(kind, install_id, due_at, grant, lock_key, payload)).execute()
+    return insert(Action, **_row(kind, install_id, due_at, grant, lock_key, payload))
 
 
 def enqueue_each(dues: list[tuple[str, int]], install_id: str, *, grant, lock_key) -> None:
     """Add one action per (kind, due time) of one grant, in one statement (a new grant's
     issue and revoke)."""
-    Action.insert_many(
-        [_row(kind, install_id, due_at, grant, lock_key, None) for kind, due_at in dues]
-    ).execute()
+    insert_rows(
+        Action, [_row(kind, install_id, due_at, grant, lock_key, None) for kind, due_at in dues]
+    )
 
 
 def enqueue_held(kind: str, install_id: str, now: int, holder: str, *, payload: dict) -> Action:
@@ -62,7 +64,7 @@ def enqueue_held(kind: str, install_id: str, now: int, holder: str, *, payload: 
     the holder dies first, its lease runs out as any claim's does."""
     row = _row(kind, install_id, now, None, None, payload)
     row.update(claimed_until=now + lease_seconds(), claimed_by=holder)
-    return Action(id=Action.insert(row).execute(), **row)
+    return Action(id=insert(Action, **row), **row)
 
 
 def _row(kind, install_id, due_at, grant, lock_key, payload) -> dict:

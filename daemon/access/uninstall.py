@@ -11,7 +11,7 @@ from peewee import fn
 
 from daemon.access import audit, grants, jobs
 from daemon.rules.request import Answer
-from db import LIVE_STATES, Grant, Install, ProxyAccount
+from db import LIVE_STATES, Grant, Install, ProxyAccount, install_or_none
 
 EVENT = "plugin_uninstalled"
 WHY = "uninstall"
@@ -22,7 +22,7 @@ def uninstall(install_id: str, now: int) -> dict | None:
 
     Returns what was done (`ending`: revoke action ids, `cancelled`: grant ids), or None when
     nothing is stored for this install."""
-    if Install.get_or_none(Install.install_id == install_id) is None:
+    if install_or_none(install_id) is None:
         return None
     first_time = fn.COALESCE(Install.uninstalled_at, now)  # a second uninstall keeps the first
     Install.update(uninstalled_at=first_time, updated_at=now).where(

@@ -24,7 +24,16 @@ from daemon.rules.policy import Ignore, plan_sign_in
 from daemon.rules.request import Answer, EnvoyRequest
 from daemon.rules.settings import Settings
 from daemon.rules.visits import Visit
-from db import Action, ActionKind, Grant, GrantState, Verification, database, now_epoch
+from db import (
+    Action,
+    ActionKind,
+    Grant,
+    GrantState,
+    Verification,
+    database,
+    grant_by_id,
+    now_epoch,
+)
 
 log = logging.getLogger("envoy_proxy.verification")
 
@@ -116,7 +125,7 @@ def _issue_now(ctx, grant: Grant, now: int) -> None:
 
 def _state(grant_id: int) -> tuple[str, str | None]:
     """`active`, `failed` (with why) or `waiting` for the grant's credential."""
-    grant = Grant.get_by_id(grant_id)
+    grant = grant_by_id(grant_id)
     if grant.state == GrantState.ACTIVE:
         return "active", None
     issue = (
@@ -136,7 +145,7 @@ def _give_back(ctx, grant_id: int) -> None:
     """End the credential this hook asked for and free its subject for a later sign-in."""
     now = now_epoch()
     with database.connection_context(), database.atomic():
-        grants.retire(Grant.get_by_id(grant_id), now, "review")
+        grants.retire(grant_by_id(grant_id), now, "review")
         jobs.settle(grant_id, now)
     ctx.rearm(now)
     log.info("grant %s: given back after manual review was asked", grant_id)
