@@ -194,16 +194,20 @@ class Story:
     def grants(self) -> list[db.Grant]:
         """The grants, each with the instant its access began (`began`): its start, or for a
         grant whose issue was refused and that was given again later (a corrected email),
-        when that later issue ran."""
+        when that later issue ran; and the instants its work against Proxy failed (`failed`,
+        from the audit trail)."""
         with db.database.connection_context():
             grants = list(db.Grant.select())
             issues = list(db.Action.select().where(db.Action.kind == "issue"))
+            runs = list(db.AuditEntry.select().where(db.AuditEntry.kind == "proxy"))
         for grant in grants:
             mine = [a for a in issues if a.grant_id == grant.id]
             grant.began = grant.starts_at
             if any(a.outcome == "dead" for a in mine):
                 done = [a.done_at for a in mine if a.outcome == "done"]
                 grant.began = max(grant.starts_at, min(done, default=grant.starts_at))
+            grant.failed = [r.at for r in runs if r.grant_id == grant.id
+                            and not (r.details or {}).get("ok", True)]  # fmt: skip
         return grants
 
     def check(self) -> None:
@@ -273,12 +277,18 @@ def _windows(person: dict, grants: list[db.Grant], final: bool) -> list[db.Grant
 
 def expected(person: dict, grants: list[db.Grant], t: int, final: bool = False) -> str | None:
     """The status the grants want at `t` (daemon time), None within a tolerance or when
-    nothing may set it (an employee who only ever visited)."""
+    nothing may set it (an employee who only ever visited).
+
+    A failed attempt of a grant's work (Proxy refused it, or its answer was lost) is an edge
+    too: the change it carried lands at its retry, up to a retry's wait later. One fault may
+    refuse up to 3 calls in a row, so the change may land that many waits after the window's
+    edge (or after a net of ours fired), each wait following a refusal."""
     setters = _windows(person, grants, final)
     if setters is None:
         return None
     issued = [g for g in setters if g.state in ("active", "ended")]
     edges = [e for g in issued for e in (g.began, g.ends_at) if e is not None]
+    edges += [at for g in issued for at in g.failed]
     if any(-LEAD <= t - edge <= LATE for edge in edges):
         return None
     live = any(g.began <= t and (g.ends_at is None or t < g.ends_at) for g in issued)
@@ -377,6 +387,18 @@ def _world(visits, offset=0, shared_org=False) -> dict:
          ("protect_in", 0, 0), ("fault", "5xx", 3), ("fault", "garble", 2), ("out", 0, 59),
          ("fault", "429", 2), ("move", 2, 49), ("protect_out", 0, 0), ("wait", 0, 137),
          ("in", 2, 40), ("fault", "garble", 2), ("wait", 0, 82)],
+)  # fmt: skip
+# Found by this property: Proxy refused the re-activation after a net twice (429 with a
+# day's Retry-After, each retried 120 s later): the employee came back 242 s after the net,
+# beyond one retry's wait. The oracle now allows a retry's wait after each failed attempt.
+@example(
+    world=_world([(SUE, "install-1")]),
+    ops=[("protect_in", 0, 0), ("protect_in", 0, 0), ("fault", "429", 3), ("wait", 0, 54)],
+)
+# The same at a window's start: an invite's issue for a person we created refused 3 times.
+@example(
+    world=_world([(NEW[0], "install-1"), (NEW[0], "install-1")]),
+    ops=[("in", 0, 0), ("out", 0, 0), ("invite", 1, 120), ("fault", "429", 3), ("wait", 0, 120)],
 )  # fmt: skip
 def test_proxy_follows_the_grants_whatever_happens(daemon, world, ops):
     _run(daemon, world, ops)
