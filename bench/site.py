@@ -430,6 +430,7 @@ def _round_b(site, args, work, number: int) -> dict:
     print(f"   daemon flat out, the runner issuing at {args.latency_ms} ms a call: "
           f"{load.describe()}; daemon CPU {cpu:.1f} s = {cpu / args.events * 1000:.1f} ms "
           f"per event, {cpu / max(load.elapsed, 1e-9):.0%} of a core")  # fmt: skip
+    site.settle()  # the flood's issues done: the runs below have the machine to themselves
     alone = accept_alone(work, Namespace(**vars(args)), site.config)
     print(f"   daemon flat out alone (Proxy unreachable; the runner still tries each issue "
           f"once): {alone.describe()}")  # fmt: skip
@@ -438,7 +439,6 @@ def _round_b(site, args, work, number: int) -> dict:
     ceiling = accept_alone(work / "ceiling", ceiling, site.config)
     print(f"   ceiling: the accept path with no due work run at all (experiment accept_only): "
           f"{ceiling.describe()} = {ceiling.rate / baseline.rate:.2f} of bare")  # fmt: skip
-    site.settle()
     return {"bare": baseline, "while the runner issues": load, "alone": alone}
 
 

@@ -47,6 +47,9 @@ def setup_logging(level: str = "INFO", secrets=(), stream=None) -> None:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     # urllib3 logs whole URLs at DEBUG, and Proxy lookups carry a visitor's email in the query.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # APScheduler logs two lines at every run of the alarm, which a busy lobby fires several
+    # times a second; the runner logs what each run did. Its warnings (a missed run) stay.
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread
 

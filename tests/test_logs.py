@@ -4,10 +4,12 @@ import io
 import logging
 import sys
 import threading
+import time
 
 import pytest
 
 from daemon.logs import setup_logging
+from scheduler import Alarm
 
 
 @pytest.fixture
@@ -74,6 +76,23 @@ def test_a_traceback_reaches_the_log(restore_logging):
 def test_urllib3_never_logs_urls_even_at_debug(restore_logging):
     setup_logging("DEBUG")
     assert not logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.DEBUG)
+
+
+def test_the_alarm_runs_without_a_line_of_apschedulers_each_time(restore_logging):
+    """A busy lobby fires the alarm several times a second: APScheduler's two INFO lines per
+    run ("Running job", "executed successfully") flooded the journal."""
+    stream = io.StringIO()
+    setup_logging("INFO", stream=stream)
+    ran = threading.Event()
+    alarm = Alarm(lambda: ran.set())
+    alarm.start(int(time.time()))
+    try:
+        assert ran.wait(10)
+    finally:
+        alarm.shutdown()
+    assert "Running job" not in stream.getvalue()
+    assert "executed successfully" not in stream.getvalue()
+    assert logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.WARNING)
 
 
 def _crash_in_a_thread():
