@@ -1,11 +1,12 @@
 """The alarm clock: one timer at the earliest due instant plus a sweep, never more jobs."""
 
+import itertools
 import threading
 import time
 
 import pytest
 
-from scheduler import Alarm
+from scheduler import MIN_GAP_SECONDS, Alarm
 
 
 class FakeWork:
@@ -185,7 +186,7 @@ def test_shutdown_while_a_run_finishes_does_not_deadlock(alarm_factory):
 def test_rapid_rearming_as_runs_finish_loses_no_wakeup_and_keeps_the_thread(alarm_factory):
     """Each run asks to run again at once; APScheduler removing fired jobs by id must not
     remove the newly armed timer nor kill its thread."""
-    rounds, done = 300, threading.Event()
+    rounds, done = 100, threading.Event()  # 20 ms apart at least (MIN_GAP_SECONDS)
     calls = []
 
     def work():
@@ -199,3 +200,30 @@ def test_rapid_rearming_as_runs_finish_loses_no_wakeup_and_keeps_the_thread(alar
     alarm.start(next_due=int(time.time()) - 1)
     assert done.wait(20), f"stalled after {len(calls)} runs"
     assert alarm.state().thread_alive and not alarm.runs.failing
+
+
+def test_a_burst_of_rearms_is_served_by_a_few_fires_and_the_last_is_never_lost(alarm_factory):
+    """A flood re-arms the alarm for "now" at every webhook: fires keep MIN_GAP_SECONDS apart
+    (each is a claim, a write transaction), and work committed just before the last rearm is
+    still run by a fire that starts after it."""
+    seen = []  # (fire start, the last commit it can see)
+    committed = [0]
+
+    def work():
+        seen.append((time.monotonic(), committed[0]))
+        return None
+
+    alarm = alarm_factory(work)
+    alarm.start(None)
+    until = time.monotonic() + 1.0
+    while time.monotonic() < until:  # ~1 s of rearms, as fast as one thread goes
+        committed[0] += 1
+        alarm.rearm(int(time.time()))
+    last = committed[0]
+    deadline = time.monotonic() + 5
+    while not (seen and seen[-1][1] == last) and time.monotonic() < deadline:
+        time.sleep(0.01)  # waiting for the alarm's thread, not for a due time
+    assert seen and seen[-1][1] == last, "the last rearm's work was never run"
+    assert last > 1000 and len(seen) <= 1.0 / MIN_GAP_SECONDS + 5
+    starts = [at for at, _ in seen]
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= MIN_GAP_SECONDS * 0.9
