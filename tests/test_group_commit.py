@@ -5,6 +5,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from peewee import IntegrityError
 
 import db
@@ -101,3 +103,43 @@ def test_a_duplicate_is_an_error_for_its_own_event_only(database):
     with pytest.raises(IntegrityError):
         group.run(_event("j-1"))
     assert db.Event.select().count() == 1
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(jobs=st.lists(st.sampled_from(["ok", "bug", "repeat"]), min_size=1, max_size=60))
+def test_concurrent_events_each_get_their_own_outcome_and_only_theirs(database, jobs):
+    """Events from 16 threads at once: each answered with its own result or error, every
+    one that succeeded stored once, every one that failed not at all; nobody waits forever."""
+    group = GroupCommit()
+    db.Event.delete().execute()
+    group.run(_event("taken"))  # the job id every "repeat" collides with
+    outcomes: dict[int, object] = {}
+
+    def work(i: int, kind: str):
+        def plan():
+            if kind == "bug":
+                _event(f"bug-{i}")()
+                raise RuntimeError(f"bug {i}")
+            return _event("taken" if kind == "repeat" else f"ok-{i}")()
+
+        try:
+            outcomes[i] = group.run(plan)
+        except Exception as error:
+            outcomes[i] = type(error).__name__
+
+    threads = [threading.Thread(target=work, args=(i, kind)) for i, kind in enumerate(jobs)]
+    for batch in range(0, len(threads), 16):
+        for thread in threads[batch : batch + 16]:
+            thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    expected = {
+        i: {"ok": f"ok-{i}", "bug": "RuntimeError", "repeat": "IntegrityError"}[kind]
+        for i, kind in enumerate(jobs)
+    }
+    assert outcomes == expected
+    stored = {e.job_id for e in db.Event.select()}
+    assert stored == {"taken"} | {f"ok-{i}" for i, kind in enumerate(jobs) if kind == "ok"}
