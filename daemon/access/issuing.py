@@ -54,17 +54,21 @@ def _same_person(grant: Grant, also=None):
     """The other grants of this grant's Proxy person (and `also`): those with its email or
     its Proxy person id in its Proxy org, whichever install they belong to.
 
-    The (org, email) and (org, person) indexes serve each side of the OR.
+    Each side of the OR names the org (or install) itself, so that the (org, email) and
+    (org, person) indexes serve one side each. With the org outside the OR, SQLite searched
+    every grant of the org, at every issue and every ending (BENCHMARKS.md, issue 15).
     """
-    key = Grant.email == grant.email
-    if grant.proxy_person_id:
-        key |= Grant.proxy_person_id == grant.proxy_person_id
     if grant.proxy_org_id:
         scope = Grant.proxy_org_id == grant.proxy_org_id
     else:  # recorded before orgs were: its install's grants
         scope = Grant.install_id == grant.install_id
-    others = scope & key & (Grant.id != grant.id)
-    return others if also is None else others & also
+    rest = Grant.id != grant.id
+    if also is not None:
+        rest &= also
+    same = scope & (Grant.email == grant.email) & rest
+    if grant.proxy_person_id:
+        same |= scope & (Grant.proxy_person_id == grant.proxy_person_id) & rest
+    return same
 
 
 def _same_rule(grant: Grant, others: list[Grant]) -> list[Grant]:
