@@ -2,7 +2,7 @@
 
 peewee renders a query's SQL anew each time it runs, walking every column: 150-240 µs for a
 select of a whole grant or install, against 6 µs for SQLite to run it, and about half of an
-accepted sign-in's CPU (BENCHMARKS.md, "Issue 15: statements rendered once"). Here peewee
+accepted sign-in's CPU (BENCHMARKS.md, "Issue 15: the flood target met"). Here peewee
 still writes the SQL, once per statement shape and database engine, and later calls bind
 their own values to it: the SQL is peewee's own portable output, and the values go through
 each field's `db_value` as peewee would send them.
