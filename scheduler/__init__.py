@@ -85,7 +85,7 @@ class Alarm:
         self._running = 0
         self._stopping = False
         self._armed_at: int | None = None
-        self._fired_at = 0.0  # wall clock, as APScheduler's: when the last fire started
+        self._fired_at: float | None = None  # monotonic: when the last fire started
         self._started_at: float | None = None  # monotonic
         self.runs = Runs()
         self._scheduler = BackgroundScheduler(
@@ -125,9 +125,18 @@ class Alarm:
             self._armed_at = at
             if self._started_at is None:
                 return  # no job to move yet: start() arms for it
-            when = datetime.fromtimestamp(max(at, self._fired_at + MIN_GAP_SECONDS), UTC)
+            when = datetime.fromtimestamp(self._not_before(at), UTC)
             # Under the lock: two re-arms must not reorder their moves.
             self._scheduler.modify_job(_DUE_JOB, next_run_time=when)
+
+    def _not_before(self, at: int) -> float:
+        """`at`, or the end of the gap after the last fire if that is later. The gap is kept
+        on the monotonic clock: a wall clock stepped back after a fire must not hold the
+        alarm back by the step."""
+        if self._fired_at is None:
+            return at
+        wait = self._fired_at + MIN_GAP_SECONDS - time.monotonic()
+        return at if wait <= 0 else max(at, time.time() + wait)
 
     def wakeup(self) -> None:
         """Run now (tests that moved the wall clock with time-machine call this)."""
@@ -170,7 +179,7 @@ class Alarm:
             if self._stopping:
                 return
             self._armed_at = None
-            self._fired_at = time.time()
+            self._fired_at = time.monotonic()
             self._running += 1
         try:
             next_due = self.run_once()

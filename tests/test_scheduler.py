@@ -5,6 +5,7 @@ import threading
 import time
 
 import pytest
+import time_machine
 
 from scheduler import MIN_GAP_SECONDS, Alarm
 
@@ -227,3 +228,16 @@ def test_a_burst_of_rearms_is_served_by_a_few_fires_and_the_last_is_never_lost(a
     assert last > 1000 and len(seen) <= 1.0 / MIN_GAP_SECONDS + 5
     starts = [at for at, _ in seen]
     assert min(b - a for a, b in itertools.pairwise(starts)) >= MIN_GAP_SECONDS * 0.9
+
+
+def test_a_wall_clock_stepped_back_after_a_fire_does_not_hold_the_alarm_back(alarm_factory):
+    """The gap between fires is kept on the monotonic clock: a fire an hour "ahead" (the wall
+    clock then stepped back, as NTP may) must not arm the next fire an hour late."""
+    work = FakeWork()
+    alarm = alarm_factory(work)
+    alarm.start(None)
+    with time_machine.travel(time.time() + 3600, tick=True):
+        alarm._fire()
+    now = int(time.time())
+    alarm.rearm(now)
+    assert alarm._scheduler.get_job("due").next_run_time.timestamp() <= now + 1
